@@ -1,0 +1,36 @@
+# Two commands for a fresh machine (both safe to repeat):
+#   make run    set up .venv and start the app
+#   make test   set up .venv and run the tests
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint demo clean
+
+$(STAMP): requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/python -m streamlit run streamlit_app.py
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+
+# A CLI tour on the shared dog photos (needs ../shared/data).
+demo: $(STAMP)
+	$(VENV)/bin/python -m dogvae train ../shared/data/dogs.csv --limit 500 --epochs 5 --out runs/demo
+	$(VENV)/bin/python -m dogvae generate runs/demo --out runs/demo-samples.png --scale 2
+	$(VENV)/bin/python -m dogvae interpolate runs/demo --out runs/demo-interpolation.gif --scale 2
+	$(VENV)/bin/python -m dogvae evaluate runs/demo ../shared/data/dogs.csv --limit 500

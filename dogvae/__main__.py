@@ -1,0 +1,7 @@
+"""Entry point for ``python -m dogvae``."""
+
+import sys
+
+from dogvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,368 @@
+"""``python -m dogvae``: report, train, generate, interpolate and evaluate from the shell.
+
+The same functions as the app underneath. Heavy modules are imported inside
+the commands, so ``--help`` answers without loading TensorFlow. User errors end
+with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m dogvae",
+        description="A convolutional VAE for dog photos: check data, train, generate, interpolate.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    report = commands.add_parser("report", help="check a dataset and print its report as JSON")
+    report.add_argument(
+        "data", help="a CSV with a 'filepaths' column, a ZIP of images, or a folder"
+    )
+    _data_options(report)
+    report.set_defaults(handler=_report)
+
+    train = commands.add_parser("train", help="train a VAE and save a run folder")
+    train.add_argument("data", help="a CSV with a 'filepaths' column, a ZIP of images, or a folder")
+    train.add_argument("--out", required=True, help="run folder to write (e.g. runs/demo)")
+    train.add_argument("--preset", default="seed", help="architecture and defaults (default: seed)")
+    train.add_argument("--epochs", type=_positive_int, help="passes over the data")
+    train.add_argument("--batch-size", type=_positive_int, help="images per step")
+    train.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
+    train.add_argument("--learning-rate", type=_number, help="Adam's learning rate")
+    train.add_argument("--kl-warmup", type=_non_negative_int, help="epochs of KL warm-up")
+    train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    train.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    train.add_argument("--data-root", help="folder that image paths must stay inside")
+    train.set_defaults(handler=_train)
+
+    generate = commands.add_parser("generate", help="write a grid of sampled dogs")
+    generate.add_argument("run", help="a run folder written by train")
+    generate.add_argument("--out", required=True, help="output .png")
+    generate.add_argument("--n", type=_positive_int, default=16, help="images (default 16)")
+    generate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
+    generate.set_defaults(handler=_generate)
+
+    interpolate = commands.add_parser(
+        "interpolate", help="write a strip (.png) or animation (.gif) between two points"
+    )
+    interpolate.add_argument("run", help="a run folder written by train")
+    interpolate.add_argument("--out", required=True, help="output .png (strip) or .gif")
+    interpolate.add_argument("--from", dest="source", help="image to start from (encoded)")
+    interpolate.add_argument("--to", dest="target", help="image to end at (encoded)")
+    interpolate.add_argument("--steps", type=_positive_int, default=8, help="frames (default 8)")
+    interpolate.add_argument("--method", choices=("slerp", "linear"), default="slerp")
+    interpolate.add_argument("--seed", type=_non_negative_int, default=0, help="for random ends")
+    interpolate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels")
+    interpolate.set_defaults(handler=_interpolate)
+
+    evaluate = commands.add_parser("evaluate", help="mean per-image loss of a run on a dataset")
+    evaluate.add_argument("run", help="a run folder written by train")
+    evaluate.add_argument("data", help="a CSV, ZIP or folder of images")
+    evaluate.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    evaluate.add_argument(
+        "--split", choices=("all", "train", "validation"), default="all", help="(default all)"
+    )
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
+    evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    parser.add_argument("--image-size", type=_positive_int, default=64, help="(default 64)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 gray, 3 RGB")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="split seed")
+    parser.add_argument("--data-root", help="folder that image paths must stay inside")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"dogvae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"dogvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args, data_config):
+    from dogvae.data import load_dataset
+
+    return load_dataset(args.data, data_config, allowed_root=args.data_root)
+
+
+def _report(args) -> int:
+    from dogvae.config import DataConfig
+
+    config = DataConfig(
+        image_size=args.image_size, channels=args.channels, limit=args.limit, seed=args.seed
+    ).validate()
+    dataset = _load(args, config)
+    print(json.dumps(dataset.report.to_dict(), indent=2))
+    dataset.require_images()
+    return 0
+
+
+def _train(args) -> int:
+    from dogvae.config import DataConfig, get_preset
+    from dogvae.runs import check_run_target
+
+    preset = get_preset(args.preset)
+    model_config = preset.model
+    if args.latent_dim is not None:
+        model_config = replace(model_config, latent_dim=args.latent_dim)
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "kl_warmup_epochs": args.kl_warmup,
+        "seed": args.seed,
+    }
+    train_config = replace(
+        preset.train, **{key: value for key, value in overrides.items() if value is not None}
+    )
+    model_config.validate()
+    train_config.validate()
+    data_config = DataConfig(
+        image_size=model_config.image_size,
+        channels=model_config.channels,
+        limit=args.limit,
+        seed=args.seed,
+    ).validate()
+    check_run_target(args.out)
+
+    dataset = _load(args, data_config).require_images()
+    report = dataset.report
+    print(
+        f"data: {report.summary()}; {report.train} train, {report.validation} validation",
+        flush=True,
+    )
+
+    with _quiet_stderr():
+        from dogvae.training import train_and_save
+
+    stop = threading.Event()
+
+    def stop_on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("stopping after this batch (Ctrl-C again to abort without saving)", flush=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, stop_on_interrupt)
+
+    def on_event(event):
+        if event["type"] != "epoch":
+            return
+        line = (
+            f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.1f}  "
+            f"reconstruction {event['reconstruction']:.1f}  kl {event['kl']:.2f}"
+        )
+        if event.get("val_loss") is not None and event["val_loss"] == event["val_loss"]:
+            line += f"  val_loss {event['val_loss']:.1f}"
+        line += f"  active units {event['active_units']}  {event['seconds']:.1f} s"
+        print(line, flush=True)
+
+    try:
+        run_dir, result = train_and_save(
+            dataset,
+            model_config,
+            train_config,
+            data_config,
+            args.out,
+            preset=args.preset,
+            on_event=on_event,
+            stop_event=stop,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
+    if result.status == "diverged":
+        print(f"dogvae train: warning: {result.message}", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def _load_run(path: str):
+    from dogvae.runs import read_run_info
+
+    read_run_info(path)  # a clear error before TensorFlow loads
+    with _quiet_stderr():
+        from dogvae.runs import load_run
+
+        return load_run(path)
+
+
+def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {' or '.join(suffixes)}, got {path!r}")
+    if not out.resolve().parent.is_dir():
+        raise FileNotFoundError(f"the folder for --out does not exist: {out.parent}")
+    return out
+
+
+def _generate(args) -> int:
+    out = _check_output(args.out, (".png",))
+    if args.n > 1024:
+        raise ValueError(f"--n must be at most 1024, got {args.n}")
+    run = _load_run(args.run)
+    from dogvae import latent
+    from dogvae.model import decode
+
+    z = latent.sample_latents(args.n, run.info.model_config.latent_dim, args.seed)
+    grid = latent.image_grid(decode(run.decoder, z))
+    latent.save_image(out, latent.upscale(grid, args.scale))
+    print(f"wrote {out}: {args.n} samples from {run.info.name}")
+    return 0
+
+
+def _interpolate(args) -> int:
+    out = _check_output(args.out, (".png", ".gif"))
+    if (args.source is None) != (args.target is None):
+        raise ValueError("give both --from and --to, or neither for two random points")
+    if not 2 <= args.steps <= 1000:
+        raise ValueError(f"--steps must be from 2 to 1000, got {args.steps}")
+    endpoint_images = [_read_image(path) for path in (args.source, args.target) if path]
+    run = _load_run(args.run)
+    import numpy as np
+
+    from dogvae import latent
+    from dogvae.data import decode_image
+    from dogvae.model import decode, encode
+
+    config = run.info.model_config
+    if endpoint_images:
+        images = [
+            decode_image(data, config.image_size, config.channels) for data in endpoint_images
+        ]
+        start, end = encode(run.encoder, np.stack(images))[0]
+        what = f"{args.source} -> {args.target}"
+    else:
+        start, end = latent.sample_latents(2, config.latent_dim, args.seed)
+        what = f"two random points (seed {args.seed})"
+    frames = latent.to_uint8(
+        decode(run.decoder, latent.interpolate(start, end, args.steps, args.method))
+    )
+    frames = [latent.upscale(frame, args.scale) for frame in frames]
+    if out.suffix.lower() == ".gif":
+        latent.save_image(out, frames)
+    else:
+        latent.save_image(out, latent.image_strip(np.stack(frames)))
+    print(f"wrote {out}: {args.steps} steps ({args.method}) between {what}")
+    return 0
+
+
+def _read_image(path: str) -> bytes:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such image: {path}")
+    return file.read_bytes()
+
+
+def _evaluate(args) -> int:
+    from dogvae.runs import read_run_info
+
+    info = read_run_info(args.run)
+    data_config = replace(info.data_config, limit=args.limit)
+    dataset = _load(args, data_config).require_images()
+    images = {
+        "all": dataset.images,
+        "train": dataset.train_images,
+        "validation": dataset.validation_images,
+    }[args.split]
+    if len(images) == 0:
+        raise ValueError(f"the {args.split} split of {args.data} has no readable image")
+    run = _load_run(args.run)
+    import keras
+
+    from dogvae.model import per_image_losses
+
+    keras.utils.set_random_seed(args.seed)
+    losses = per_image_losses(run.encoder, run.decoder, images)
+    result = {
+        "run": str(info.path),
+        "data": str(args.data),
+        "split": args.split,
+        "images": len(images),
+        **{key: round(float(values.mean()), 3) for key, values in losses.items()},
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 while TensorFlow loads.
+
+    TensorFlow's C++ runtime prints banners (oneDNN, CUDA probing) straight to
+    fd 2 before any log level applies; a CLI should not show them.
+    """
+    if os.environ.get("DOGVAE_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

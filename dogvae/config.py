@@ -1,0 +1,219 @@
+"""Settings as frozen dataclasses, named presets, and their JSON round trip.
+
+A run's ``config.json`` holds ``ModelConfig``, ``TrainConfig`` and ``DataConfig``
+as plain dicts; ``ModelConfig`` alone is enough to rebuild the encoder and
+decoder. Every config validates itself so that absurd settings are refused with
+a message before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bounds for user-given settings: wide enough for real use, narrow enough that
+# a typo (epochs 1,000,000, latent 10,000) is refused instead of hanging a box.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 4_096
+MAX_LATENT_DIM = 512
+IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are decoded and split.
+
+    Attributes:
+        image_size: Side of the square images the model sees.
+        channels: 1 for grayscale, 3 for RGB.
+        limit: Use only the first ``limit`` rows of the dataset (None: all).
+        validation_fraction: Share held out when the data has no ``data set`` column.
+        seed: Seed of that random hold-out.
+    """
+
+    image_size: int = 64
+    channels: int = 1
+    limit: int | None = None
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> DataConfig:
+        _check_image(self.image_size, self.channels)
+        if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
+            raise ValueError(f"limit must be a positive number of images, got {self.limit!r}")
+        if not (_is_number(self.validation_fraction) and 0.0 <= self.validation_fraction < 1.0):
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the encoder and decoder.
+
+    The encoder is ``len(conv_filters)`` stride-2 convolutions, a dense layer of
+    ``dense_units`` and two dense heads (z_mean, z_log_var); the decoder mirrors
+    it with transposed convolutions and a sigmoid output. The defaults are the
+    original "seed" design.
+
+    Attributes:
+        image_size: Side of the square input/output images.
+        channels: 1 for grayscale, 3 for RGB.
+        latent_dim: Size of the latent space.
+        conv_filters: Filters of the encoder's stride-2 convolutions, in order.
+        dense_units: Width of the encoder's hidden dense layer.
+        batch_norm: Batch normalisation after every convolution.
+        logvar_clamp: Clamp z_log_var to [-clamp, clamp] (None: no clamp).
+    """
+
+    image_size: int = 64
+    channels: int = 1
+    latent_dim: int = 2
+    conv_filters: tuple[int, ...] = (32, 64)
+    dense_units: int = 16
+    batch_norm: bool = False
+    logvar_clamp: float | None = None
+
+    def validate(self) -> ModelConfig:
+        _check_image(self.image_size, self.channels)
+        if not _is_int(self.latent_dim) or not 1 <= self.latent_dim <= MAX_LATENT_DIM:
+            raise ValueError(
+                f"latent_dim must be an integer from 1 to {MAX_LATENT_DIM}, got {self.latent_dim!r}"
+            )
+        if not self.conv_filters or not all(
+            _is_int(f) and 1 <= f <= 1024 for f in self.conv_filters
+        ):
+            raise ValueError(
+                f"conv_filters must list 1 to 1024 filters per layer, got {self.conv_filters!r}"
+            )
+        if self.image_size % (2 ** len(self.conv_filters)):
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by 2**{len(self.conv_filters)} "
+                "(one halving per convolution)"
+            )
+        if not _is_int(self.dense_units) or not 1 <= self.dense_units <= 8192:
+            raise ValueError(f"dense_units must be from 1 to 8192, got {self.dense_units!r}")
+        if self.logvar_clamp is not None and not (
+            _is_number(self.logvar_clamp) and 0 < self.logvar_clamp <= 100
+        ):
+            raise ValueError(f"logvar_clamp must be in (0, 100] or None, got {self.logvar_clamp!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        epochs: Passes over the training images.
+        batch_size: Images per gradient step.
+        learning_rate: Adam's learning rate.
+        seed: Seed for weights, shuffling and sampling.
+        kl_weight: Final weight of the KL term (1.0 is the plain VAE).
+        kl_warmup_epochs: Epochs over which the KL weight rises linearly from 0.
+        report_every: Report progress every this many batches.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    kl_weight: float = 1.0
+    kl_warmup_epochs: int = 0
+    report_every: int = 5
+
+    def validate(self) -> TrainConfig:
+        if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be from 1 to {MAX_EPOCHS}, got {self.epochs!r}")
+        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(
+                f"batch size must be from 1 to {MAX_BATCH_SIZE}, got {self.batch_size!r}"
+            )
+        if not (_is_number(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise ValueError(f"learning rate must be in (0, 1], got {self.learning_rate!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (_is_number(self.kl_weight) and 0 <= self.kl_weight <= 100):
+            raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
+        if not _is_int(self.kl_warmup_epochs) or self.kl_warmup_epochs < 0:
+            raise ValueError(
+                f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}"
+            )
+        if not _is_int(self.report_every) or self.report_every < 1:
+            raise ValueError(f"report_every must be a positive integer, got {self.report_every!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point: a model and how to train it."""
+
+    name: str
+    description: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    "seed": Preset(
+        name="seed",
+        description=(
+            "The original design: Conv2D 32/64, Dense 16, latent 2, 64x64 grayscale. "
+            "Encoder 281,044 and decoder 104,833 parameters."
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``, or raise ValueError listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (tuples become lists)."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+    }
+
+
+def from_dict(cls: type, values: dict[str, Any]):
+    """Rebuild a config dataclass from ``to_dict`` output, refusing unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__} must be a JSON object, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {', '.join(unknown)}")
+    kwargs = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+    }
+    return cls(**kwargs).validate()
+
+
+def _check_image(image_size: int, channels: int) -> None:
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(
+            f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {image_size!r}"
+        )
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )

@@ -1,0 +1,646 @@
+"""Latent-space maths and image output, with NumPy and Pillow only.
+
+Everything here works on plain arrays, so it can be used (and tested) without a
+model and without TensorFlow: sampling from the prior, interpolating between two
+latent vectors, principal directions of encoded data, traversals along a
+direction, and turning decoded images into grids, PNG and animated GIF bytes.
+
+Latent vectors are 1-D arrays of length ``latent_dim``; batches of them are
+``(n, latent_dim)`` float32 arrays, ready for the decoder. Images are
+``(H, W, C)`` (or ``(H, W)``) arrays, either float in [0, 1] as the decoder
+produces them or uint8.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# More steps than this is a typo, not an animation: each step is a decoder call.
+MAX_INTERPOLATION_STEPS = 1000
+# The enlargement is for display; the output grows with factor**2.
+MAX_UPSCALE = 16
+# Below these, the angle between two latents is not well defined and slerp's
+# 1/sin(omega) blows up, so interpolation falls back to a straight line.
+_MIN_SIN_OMEGA = 1e-6
+_MIN_NORM = 1e-12
+_METHODS = ("slerp", "linear")
+
+
+# ---------------------------------------------------------------------------
+# Sampling and interpolation
+
+
+def sample_latents(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
+    """Draws latent vectors from the standard normal prior.
+
+    Args:
+        n: Number of vectors, at least 1.
+        latent_dim: Length of each vector, at least 1.
+        seed: Seed for ``np.random.default_rng``; the same seed gives the same
+            vectors (and a larger ``n`` extends a smaller one). None: fresh
+            randomness.
+
+    Returns:
+        ``(n, latent_dim)`` float32 array: ``default_rng(seed).standard_normal``
+        rounded to float32.
+
+    Raises:
+        ValueError: If ``n`` or ``latent_dim`` is not a positive integer, or the
+            seed is not a non-negative integer.
+    """
+    n = _check_int("n", n, minimum=1)
+    latent_dim = _check_int("latent_dim", latent_dim, minimum=1)
+    if seed is not None:
+        seed = _check_int("seed", seed, minimum=0)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+    """Linear interpolation ``(1 - t) * a + t * b``.
+
+    This form (rather than ``a + t * (b - a)``) returns ``a`` and ``b``
+    bit-exactly at ``t = 0`` and ``t = 1``.
+
+    Args:
+        a: Start vector, shape ``(d,)``.
+        b: End vector, same shape as ``a``.
+        t: Position, a scalar or a 1-D array of positions. Values outside
+            [0, 1] extrapolate.
+
+    Returns:
+        ``(d,)`` for a scalar ``t``, ``(len(t), d)`` for an array. The dtype is
+        float32 for float32 (or integer) inputs, float64 if either is float64.
+
+    Raises:
+        ValueError: If the vectors are not 1-D of the same length, or contain
+            NaN or infinity, or ``t`` is not a finite scalar or 1-D array.
+    """
+    a64, b64, dtype = _check_pair(a, b)
+    ts, scalar = _check_t(t)
+    result = (1.0 - ts)[:, None] * a64 + ts[:, None] * b64
+    result = result.astype(dtype)
+    return result[0] if scalar else result
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+    """Spherical interpolation between two latent vectors.
+
+    Uses the standard formula on the vectors themselves,
+    ``sin((1 - t) w) / sin(w) * a + sin(t w) / sin(w) * b`` with ``w`` the angle
+    between them. The path follows the arc between the two directions, so for
+    vectors of equal norm every point keeps that norm (a straight line would
+    pass closer to the origin, where a Gaussian prior has few samples). For
+    unequal norms the norm changes smoothly from ``|a|`` to ``|b|``. The
+    endpoints are exact: ``t = 0`` gives ``a``, ``t = 1`` gives ``b``.
+
+    When the directions are nearly parallel or opposite (``sin(w)`` below 1e-6)
+    or either vector is (almost) zero, the arc is not defined and this falls
+    back to :func:`lerp`.
+
+    Args:
+        a: Start vector, shape ``(d,)``.
+        b: End vector, same shape as ``a``.
+        t: Position, a scalar or a 1-D array of positions.
+
+    Returns:
+        ``(d,)`` for a scalar ``t``, ``(len(t), d)`` for an array; dtype as in
+        :func:`lerp`.
+
+    Raises:
+        ValueError: As :func:`lerp`.
+    """
+    a64, b64, dtype = _check_pair(a, b)
+    ts, scalar = _check_t(t)
+    norm_a = float(np.linalg.norm(a64))
+    norm_b = float(np.linalg.norm(b64))
+    if norm_a < _MIN_NORM or norm_b < _MIN_NORM:
+        return lerp(a, b, t)
+    cos_omega = float(np.clip(np.dot(a64 / norm_a, b64 / norm_b), -1.0, 1.0))
+    omega = math.acos(cos_omega)
+    sin_omega = math.sin(omega)
+    if sin_omega < _MIN_SIN_OMEGA:
+        return lerp(a, b, t)
+    weight_a = np.sin((1.0 - ts) * omega) / sin_omega
+    weight_b = np.sin(ts * omega) / sin_omega
+    result = weight_a[:, None] * a64 + weight_b[:, None] * b64
+    result = result.astype(dtype)
+    return result[0] if scalar else result
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> np.ndarray:
+    """Evenly spaced latent vectors from ``a`` to ``b``, ready for the decoder.
+
+    Args:
+        a: Start vector, shape ``(d,)``.
+        b: End vector, same shape as ``a``.
+        steps: Number of vectors including both ends, 2 to 1000.
+        method: ``"slerp"`` (spherical, see :func:`slerp`) or ``"linear"``.
+
+    Returns:
+        ``(steps, d)`` float32 array whose first row is ``a`` and last row is
+        ``b`` (exactly, as float32).
+
+    Raises:
+        ValueError: If ``steps`` or ``method`` is invalid, or the vectors are
+            not 1-D of the same length.
+    """
+    steps = _check_int("steps", steps, minimum=2, maximum=MAX_INTERPOLATION_STEPS)
+    if method not in _METHODS:
+        raise ValueError(f"method must be 'slerp' or 'linear', got {method!r}")
+    _check_pair(a, b)
+    ts = np.linspace(0.0, 1.0, steps)
+    rows = slerp(a, b, ts) if method == "slerp" else lerp(a, b, ts)
+    rows = rows.astype(np.float32)
+    # Both formulas are exact at t = 0 and 1; pinning the ends makes that a
+    # guarantee rather than a property of the arithmetic.
+    rows[0] = np.asarray(a, dtype=np.float32)
+    rows[-1] = np.asarray(b, dtype=np.float32)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Directions and traversals
+
+
+def pca_directions(
+    latents: np.ndarray, k: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal directions of a set of latent vectors (usually encoder means).
+
+    The directions along which encoded images vary most are often more
+    meaningful to move along than the raw latent axes.
+
+    Args:
+        latents: ``(n, d)`` array with at least two rows.
+        k: Number of directions to return, 1 to ``min(n, d)``. None (default):
+            ``min(n, d)``, which is ``d`` whenever there are at least ``d``
+            vectors.
+
+    Returns:
+        ``(mean, components, explained_variance)``: the ``(d,)`` mean, a
+        ``(k, d)`` array of unit-length directions sorted by variance
+        (largest first), and the ``(k,)`` variance along each (divided by
+        ``n - 1``), all float32. Each direction's sign is fixed so that its
+        largest-magnitude entry is positive, so the same data always gives the
+        same directions.
+
+    Raises:
+        ValueError: If ``latents`` is not a finite 2-D array with at least two
+            rows, or ``k`` is out of range.
+    """
+    data = np.asarray(latents)
+    if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 1:
+        raise ValueError(
+            "latents must be a 2-D array (n, latent_dim) with at least 2 rows, "
+            f"got shape {data.shape}"
+        )
+    data = _finite_float64("latents", data)
+    n, latent_dim = data.shape
+    limit = min(n, latent_dim)
+    k = limit if k is None else _check_int("k", k, minimum=1, maximum=limit)
+    mean = data.mean(axis=0)
+    _, singular_values, vt = np.linalg.svd(data - mean, full_matrices=False)
+    components = vt[:k]
+    # SVD signs are arbitrary; fixing them keeps sliders pointing the same way
+    # from one call (and one machine) to the next.
+    largest = np.argmax(np.abs(components), axis=1)
+    signs = np.sign(components[np.arange(k), largest])
+    signs[signs == 0] = 1.0
+    components = components * signs[:, None]
+    explained_variance = singular_values[:k] ** 2 / (n - 1)
+    return (
+        mean.astype(np.float32),
+        components.astype(np.float32),
+        explained_variance.astype(np.float32),
+    )
+
+
+def traversal(
+    center: np.ndarray, direction: np.ndarray, values: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Points along a line through latent space: ``center + v * direction``.
+
+    Args:
+        center: ``(d,)`` starting point, e.g. an encoded image or the PCA mean.
+        direction: ``(d,)`` direction, e.g. a PCA component or :func:`axis`.
+        values: 1-D sequence of offsets, at least one.
+
+    Returns:
+        ``(len(values), d)`` float32 array, one row per value.
+
+    Raises:
+        ValueError: If the shapes do not match or any input is not finite.
+    """
+    center64, direction64, _ = _check_pair(center, direction, names=("center", "direction"))
+    offsets = np.asarray(values)
+    if offsets.ndim != 1 or offsets.size < 1:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {offsets.shape}")
+    offsets = _finite_float64("values", offsets)
+    return (center64[None, :] + offsets[:, None] * direction64[None, :]).astype(np.float32)
+
+
+def axis(latent_dim: int, index: int) -> np.ndarray:
+    """One-hot vector along latent axis ``index``, for :func:`traversal`.
+
+    Args:
+        latent_dim: Length of the vector, at least 1.
+        index: Axis, 0 to ``latent_dim - 1``.
+
+    Returns:
+        ``(latent_dim,)`` float32 array with a single 1.
+
+    Raises:
+        ValueError: If ``index`` is outside ``0 .. latent_dim - 1``.
+    """
+    latent_dim = _check_int("latent_dim", latent_dim, minimum=1)
+    index = _check_int("index", index, minimum=0, maximum=latent_dim - 1)
+    vector = np.zeros(latent_dim, dtype=np.float32)
+    vector[index] = 1.0
+    return vector
+
+
+# ---------------------------------------------------------------------------
+# Images
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Converts float images in [0, 1] to uint8, rounding to the nearest level.
+
+    Values outside [0, 1] are clipped. uint8 input is returned unchanged (the
+    same object).
+
+    Args:
+        images: Float array of any shape, or uint8.
+
+    Returns:
+        uint8 array of the same shape.
+
+    Raises:
+        ValueError: If the array is neither floating point nor uint8 (an integer
+            array could mean 0..1 or 0..255), or contains NaN.
+    """
+    array = np.asarray(images)
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"images must be float in [0, 1] or uint8, got dtype {array.dtype}; "
+            "convert with .astype(np.float32) / 255 or .astype(np.uint8) first"
+        )
+    if np.isnan(array).any():
+        raise ValueError("images contain NaN; the model that produced them has probably diverged")
+    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def image_grid(
+    images: np.ndarray, cols: int | None = None, pad: int = 2, pad_value: int = 255
+) -> np.ndarray:
+    """Tiles a batch of images into one image, row by row.
+
+    Args:
+        images: ``(N, H, W, C)`` with C 1 or 3, or ``(N, H, W)`` (treated as
+            C = 1); float in [0, 1] or uint8. N at least 1.
+        cols: Images per row, at least 1. None: ``ceil(sqrt(N))``.
+        pad: Pixels of border around and between the images, 0 or more.
+        pad_value: Gray level (0-255) of the border and of empty cells in the
+            last row.
+
+    Returns:
+        uint8 image of shape ``(rows * H + pad * (rows + 1),
+        cols * W + pad * (cols + 1), C)`` with ``rows = ceil(N / cols)``.
+
+    Raises:
+        ValueError: For a wrong shape or out-of-range ``cols``, ``pad`` or
+            ``pad_value``.
+    """
+    batch = to_uint8(_as_batch(images))
+    count, height, width, channels = batch.shape
+    if cols is None:
+        cols = math.ceil(math.sqrt(count))
+    cols = _check_int("cols", cols, minimum=1)
+    pad = _check_int("pad", pad, minimum=0)
+    pad_value = _check_int("pad_value", pad_value, minimum=0, maximum=255)
+    rows = math.ceil(count / cols)
+    grid = np.full(
+        (rows * height + pad * (rows + 1), cols * width + pad * (cols + 1), channels),
+        pad_value,
+        dtype=np.uint8,
+    )
+    for i, image in enumerate(batch):
+        row, col = divmod(i, cols)
+        top = pad + row * (height + pad)
+        left = pad + col * (width + pad)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def image_strip(images: np.ndarray, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """All images side by side in one row: :func:`image_grid` with ``cols = N``.
+
+    Args:
+        images: ``(N, H, W[, C])`` batch, as for :func:`image_grid`.
+        pad: Border in pixels around and between the images.
+        pad_value: Gray level (0-255) of the border.
+
+    Returns:
+        uint8 image of shape ``(H + 2 * pad, N * W + pad * (N + 1), C)``.
+    """
+    batch = _as_batch(images)
+    return image_grid(batch, cols=batch.shape[0], pad=pad, pad_value=pad_value)
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Enlarges an image by repeating each pixel ``factor`` times in each direction.
+
+    Nearest-neighbour keeps the pixels sharp, so a 64x64 sample shows what the
+    model made instead of a blur of it.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array, any dtype.
+        factor: Enlargement, 1 to 16.
+
+    Returns:
+        ``(H * factor, W * factor[, C])`` array of the same dtype.
+
+    Raises:
+        ValueError: If the image is not 2-D or 3-D, or ``factor`` is out of range.
+    """
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {array.shape}")
+    factor = _check_int("factor", factor, minimum=1, maximum=MAX_UPSCALE)
+    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encodes one image as PNG.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)`` (grayscale) or ``(H, W, 3)`` (RGB order)
+            array, uint8 or float in [0, 1].
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        ValueError: If the array is not a single grayscale or RGB image.
+    """
+    frame = _as_frame(image, "image")
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gif_bytes(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    duration_ms: int = 120,
+    loop: int = 0,
+    bounce: bool = False,
+) -> bytes:
+    """Encodes frames as an animated GIF.
+
+    Grayscale frames are stored exactly (mode ``"L"``). RGB frames are reduced
+    to a palette of at most 255 colours per frame (exact when a frame has no
+    more colours than that; median cut otherwise).
+
+    Every frame is kept, so a viewer shows as many frames as were given.
+    Pillow would merge a frame identical to the one before it into a single
+    longer frame; to prevent that, such a frame gets the lowest bit of one
+    value of its top-left pixel flipped (a change of 1/255 in one channel,
+    invisible). Frames may therefore differ from the input by that one level.
+
+    Args:
+        frames: Sequence of ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` arrays of
+            the same shape, or one ``(N, H, W[, C])`` array; float in [0, 1] or
+            uint8. At least one frame.
+        duration_ms: Display time of each frame, 10 to 655350 ms (GIFs store
+            hundredths of a second, so it is rounded down to a multiple of 10).
+        loop: Number of times to repeat; 0 (default) loops forever.
+        bounce: Play forwards then backwards: the frames are followed by the
+            same frames reversed, without repeating the last and first, so
+            ``N`` frames become ``2N - 2`` (a single frame stays one).
+
+    Returns:
+        The GIF file's bytes.
+
+    Raises:
+        ValueError: If there are no frames, their shapes differ or are not
+            images, or ``duration_ms`` or ``loop`` is out of range.
+    """
+    stack = _as_frames(frames)
+    duration_ms = _check_int("duration_ms", duration_ms, minimum=10, maximum=655_350)
+    loop = _check_int("loop", loop, minimum=0, maximum=65_535)
+    if bounce:
+        stack = stack + stack[-2:0:-1]
+    pictures = _gif_pictures(stack)
+    buffer = io.BytesIO()
+    pictures[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=pictures[1:],
+        duration=duration_ms,
+        loop=loop,
+        optimize=False,
+        disposal=2,
+    )
+    return buffer.getvalue()
+
+
+def save_image(path: str | os.PathLike, image_or_frames: np.ndarray | Sequence[np.ndarray]) -> Path:
+    """Writes an image (``.png``) or an animation (``.gif``), chosen by suffix.
+
+    For ``.png`` give one image; for ``.gif`` give frames as accepted by
+    :func:`gif_bytes`, or a single image (written as a one-frame GIF). A 3-D
+    array whose last axis is 1 or 3 is one image; any other 3-D array is a
+    stack of grayscale frames.
+
+    The file is written to a temporary name in the same folder and then
+    renamed, so a reader never sees half a file and an old file is only
+    replaced by a complete new one.
+
+    Args:
+        path: Output file, ending in ``.png`` or ``.gif`` (any case).
+        image_or_frames: The image or frames, float in [0, 1] or uint8.
+
+    Returns:
+        The path written, as a ``Path``.
+
+    Raises:
+        ValueError: If the suffix is not ``.png`` or ``.gif``, or the data does
+            not fit it.
+        FileNotFoundError: If the folder to write into does not exist.
+        NotADirectoryError: If the parent path is a file.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".png", ".gif"):
+        raise ValueError(f"output must end in .png or .gif, got {str(target)!r}")
+    parent = target.parent
+    if not parent.exists():
+        raise FileNotFoundError(
+            f"folder {str(parent)!r} does not exist; create it first or choose another path"
+        )
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{str(parent)!r} is a file, not a folder")
+    if suffix == ".png":
+        if not isinstance(image_or_frames, np.ndarray) or image_or_frames.ndim == 4:
+            raise ValueError(
+                "a .png holds one image (H, W) or (H, W, C); for several images "
+                "combine them with image_grid() or save a .gif"
+            )
+        data = png_bytes(image_or_frames)
+    else:
+        data = gif_bytes(image_or_frames)
+    _write_atomically(target, data)
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    # bool is an int subclass, but steps=True is a mistake, not 1. ValueError
+    # rather than TypeError: the UI and CLI turn ValueError into a message.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        expected = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    return value
+
+
+def _finite_float64(name: str, array: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
+        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def _check_pair(
+    a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("a", "b")
+) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """Validates two vectors; returns them as float64 and the dtype to give back."""
+    first, second = np.asarray(a), np.asarray(b)
+    if first.ndim != 1 or first.shape != second.shape or first.size == 0:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be 1-D latent vectors of the same length, "
+            f"got shapes {first.shape} and {second.shape}"
+        )
+    dtype = np.result_type(first.dtype, second.dtype, np.float32)
+    return _finite_float64(names[0], first), _finite_float64(names[1], second), dtype
+
+
+def _check_t(t: float | np.ndarray) -> tuple[np.ndarray, bool]:
+    """Returns the positions as a 1-D float64 array and whether ``t`` was a scalar."""
+    ts = np.asarray(t)
+    if ts.ndim > 1:
+        raise ValueError(f"t must be a number or a 1-D array of numbers, got shape {ts.shape}")
+    return _finite_float64("t", np.atleast_1d(ts)), ts.ndim == 0
+
+
+def _as_frame(image: np.ndarray, name: str) -> np.ndarray:
+    """One image as uint8 ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB)."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or array.size == 0:
+        raise ValueError(
+            f"{name} must be (H, W), (H, W, 1) or (H, W, 3), got shape {np.shape(image)}"
+        )
+    return np.ascontiguousarray(to_uint8(array))
+
+
+def _as_batch(images: np.ndarray) -> np.ndarray:
+    """A batch as ``(N, H, W, C)`` with C 1 or 3, dtype untouched."""
+    batch = np.asarray(images)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    if batch.ndim != 4 or batch.shape[3] not in (1, 3) or 0 in batch.shape:
+        raise ValueError(
+            "images must be a non-empty batch (N, H, W) or (N, H, W, C) with C 1 or 3, "
+            f"got shape {batch.shape}"
+        )
+    return batch
+
+
+def _as_frames(frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """Frames as a list of uint8 ``(H, W)`` or ``(H, W, 3)`` arrays of one shape."""
+    if isinstance(frames, np.ndarray):
+        is_single_image = frames.ndim == 2 or (frames.ndim == 3 and frames.shape[2] in (1, 3))
+        items = [frames] if is_single_image else list(frames)
+    else:
+        items = list(frames)
+    if not items:
+        raise ValueError("frames must contain at least one image, got none")
+    stack = [_as_frame(item, f"frame {i}") for i, item in enumerate(items)]
+    shapes = {frame.shape for frame in stack}
+    if len(shapes) > 1:
+        raise ValueError(f"all frames must have the same shape, got {sorted(shapes)}")
+    return stack
+
+
+def _gif_pictures(stack: list[np.ndarray]) -> list[Image.Image]:
+    """Pillow images for the GIF writer, each different from the one before."""
+    pictures: list[Image.Image] = []
+    previous: np.ndarray | None = None
+    for frame in stack:
+        if frame.ndim == 2:
+            shown = frame
+            if previous is not None and np.array_equal(shown, previous):
+                shown = shown.copy()
+                shown[0, 0] ^= 1
+            picture = Image.fromarray(shown)
+        else:
+            # Quantizing here rather than leaving it to Pillow frees palette
+            # index 255 for the nudge, and lets us compare frames as they will
+            # be shown (two different inputs can quantize to the same frame).
+            picture = Image.fromarray(frame).quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+            shown = np.asarray(picture.convert("RGB"))
+            if previous is not None and np.array_equal(shown, previous):
+                picture, shown = _nudge_top_left(picture, shown)
+        pictures.append(picture)
+        previous = shown
+    return pictures
+
+
+def _nudge_top_left(picture: Image.Image, shown: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """Gives the top-left pixel its own palette entry, one level off in red."""
+    palette = list(picture.getpalette() or [])[: 255 * 3]
+    palette += [0] * (255 * 3 - len(palette))
+    red, green, blue = (int(value) for value in shown[0, 0])
+    palette += [red ^ 1, green, blue]
+    nudged = picture.copy()
+    nudged.putpalette(palette)
+    nudged.putpixel((0, 0), 255)
+    shown = shown.copy()
+    shown[0, 0, 0] = red ^ 1
+    return nudged, shown
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the permissions, as a
+    # plain open() would (tempfile would make the final file private, 0o600).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,228 @@
+"""The VAE: Sampling layer, encoder and decoder builders, the loss, and the VAE model.
+
+Importing this module registers the custom layers, so that saved ``encoder.h5``
+and ``decoder.h5`` load with ``keras.models.load_model(path, compile=False)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is noise on a CLI
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from dogvae.config import ModelConfig
+
+
+@keras.saving.register_keras_serializable(package="dogvae")
+class Sampling(layers.Layer):
+    """Draws z = z_mean + exp(z_log_var / 2) * epsilon (the reparameterisation trick)."""
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(ops.shape(z_mean))
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+
+@keras.saving.register_keras_serializable(package="dogvae")
+class LogVarClamp(layers.Layer):
+    """Clamps z_log_var to [-limit, limit] so exp() can neither overflow nor vanish."""
+
+    def __init__(self, limit: float, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = float(limit)
+
+    def call(self, inputs):
+        return ops.clip(inputs, -self.limit, self.limit)
+
+    def get_config(self):
+        return {**super().get_config(), "limit": self.limit}
+
+
+def build_encoder(config: ModelConfig) -> keras.Model:
+    """Image (H, W, C) in [0, 1] -> [z_mean, z_log_var, z]."""
+    config.validate()
+    inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+    x = inputs
+    for index, filters in enumerate(config.conv_filters, start=1):
+        x = _conv_block(layers.Conv2D, filters, config.batch_norm, f"conv_{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
+    if config.logvar_clamp is not None:
+        z_log_var = LogVarClamp(config.logvar_clamp, name="z_log_var_clamp")(z_log_var)
+    z = Sampling(name="z")([z_mean, z_log_var])
+    return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
+
+
+def build_decoder(config: ModelConfig) -> keras.Model:
+    """Latent vector (latent_dim,) -> image (H, W, C) in [0, 1]."""
+    config.validate()
+    side = config.image_size // 2 ** len(config.conv_filters)
+    deepest = config.conv_filters[-1]
+    inputs = keras.Input((config.latent_dim,), name="z")
+    x = layers.Dense(side * side * deepest, activation="relu", name="dense")(inputs)
+    x = layers.Reshape((side, side, deepest), name="reshape")(x)
+    for index, filters in enumerate(reversed(config.conv_filters), start=1):
+        x = _conv_block(layers.Conv2DTranspose, filters, config.batch_norm, f"deconv_{index}")(x)
+    outputs = layers.Conv2D(config.channels, 3, padding="same", activation="sigmoid", name="image")(
+        x
+    )
+    return keras.Model(inputs, outputs, name="decoder")
+
+
+def _conv_block(layer_class, filters: int, batch_norm: bool, name: str):
+    """A stride-2 (transposed) convolution with ReLU, optionally batch-normalised before it."""
+    if not batch_norm:
+        return layer_class(filters, 3, strides=2, padding="same", activation="relu", name=name)
+
+    def block(x):
+        x = layer_class(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=f"{name}_relu")(x)
+
+    return block
+
+
+def vae_loss_terms(images, reconstruction, z_mean, z_log_var):
+    """Per-image loss terms: the one definition used by training, evaluation and tests.
+
+    Args:
+        images: Targets in [0, 1], shape (batch, H, W, C).
+        reconstruction: Decoder output in [0, 1], same shape.
+        z_mean: Encoder means, shape (batch, latent_dim).
+        z_log_var: Encoder log-variances, same shape.
+
+    Returns:
+        (reconstruction, kl), each of shape (batch,): binary cross-entropy summed
+        over all pixels and channels, and KL(q(z|x) || N(0, I)).
+    """
+    epsilon = keras.config.epsilon()
+    clipped = ops.clip(reconstruction, epsilon, 1.0 - epsilon)
+    cross_entropy = -(images * ops.log(clipped) + (1.0 - images) * ops.log(1.0 - clipped))
+    reconstruction_loss = ops.sum(cross_entropy, axis=(1, 2, 3))
+    kl = -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
+    return reconstruction_loss, kl
+
+
+def to_float_images(images):
+    """uint8 0..255 -> float32 0..1; float input is taken as already scaled.
+
+    Datasets stay uint8 in memory; this runs per batch.
+    """
+    if images.dtype == "uint8":
+        return ops.cast(images, "float32") / 255.0
+    return ops.cast(images, "float32")
+
+
+class VAE(keras.Model):
+    """Encoder + decoder trained on the ELBO.
+
+    ``loss`` is always reconstruction + kl (the negative ELBO, comparable across
+    runs); what is minimised is reconstruction + kl_weight * kl, so KL warm-up
+    changes the optimisation but not the reported figure.
+    """
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, kl_weight: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.kl_weight = keras.Variable(
+            float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def call(self, images, training=False):
+        _, _, z = self.encoder(to_float_images(images), training=training)
+        return self.decoder(z, training=training)
+
+    def _terms(self, images, training: bool):
+        images = to_float_images(images)
+        z_mean, z_log_var, z = self.encoder(images, training=training)
+        reconstruction = self.decoder(z, training=training)
+        reconstruction_loss, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+        return ops.mean(reconstruction_loss), ops.mean(kl)
+
+    def _update(self, reconstruction_loss, kl):
+        self.loss_tracker.update_state(reconstruction_loss + kl)
+        self.reconstruction_tracker.update_state(reconstruction_loss)
+        self.kl_tracker.update_state(kl)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            reconstruction_loss, kl = self._terms(data, training=True)
+            objective = reconstruction_loss + self.kl_weight * kl
+        gradients = tape.gradient(objective, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._update(reconstruction_loss, kl)
+
+    def test_step(self, data):
+        reconstruction_loss, kl = self._terms(data, training=False)
+        return self._update(reconstruction_loss, kl)
+
+
+def build_vae(config: ModelConfig, kl_weight: float = 1.0) -> VAE:
+    """A fresh, untrained VAE for ``config``."""
+    return VAE(build_encoder(config), build_decoder(config), kl_weight=kl_weight)
+
+
+def encode(encoder: keras.Model, images: np.ndarray, batch_size: int = 256):
+    """z_mean and z_log_var of ``images`` (uint8 or float in [0, 1]) as float32 arrays."""
+    means, log_vars = [], []
+    for start in range(0, len(images), batch_size):
+        z_mean, z_log_var, _ = encoder(
+            to_float_images(images[start : start + batch_size]), training=False
+        )
+        means.append(ops.convert_to_numpy(z_mean))
+        log_vars.append(ops.convert_to_numpy(z_log_var))
+    latent_dim = encoder.outputs[0].shape[-1]
+    if not means:
+        empty = np.zeros((0, latent_dim), np.float32)
+        return empty, empty.copy()
+    return np.concatenate(means), np.concatenate(log_vars)
+
+
+def decode(decoder: keras.Model, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Images in [0, 1], float32 (n, H, W, C), for latent vectors ``z`` (n, latent_dim).
+
+    A direct model call, not ``predict``: for one image it is ten times faster.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim == 1:
+        z = z[None, :]
+    parts = [
+        ops.convert_to_numpy(decoder(z[start : start + batch_size], training=False))
+        for start in range(0, len(z), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, *decoder.output_shape[1:]), np.float32)
+
+
+def per_image_losses(
+    encoder: keras.Model, decoder: keras.Model, images: np.ndarray, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Per-image reconstruction, kl and loss of ``images`` (one sampled z each, as in training)."""
+    reconstruction_parts, kl_parts = [], []
+    for start in range(0, len(images), batch_size):
+        batch = to_float_images(images[start : start + batch_size])
+        z_mean, z_log_var, z = encoder(batch, training=False)
+        reconstruction = decoder(z, training=False)
+        reconstruction_loss, kl = vae_loss_terms(batch, reconstruction, z_mean, z_log_var)
+        reconstruction_parts.append(ops.convert_to_numpy(reconstruction_loss))
+        kl_parts.append(ops.convert_to_numpy(kl))
+    reconstruction_loss = (
+        np.concatenate(reconstruction_parts) if reconstruction_parts else np.zeros(0)
+    )
+    kl = np.concatenate(kl_parts) if kl_parts else np.zeros(0)
+    return {"loss": reconstruction_loss + kl, "reconstruction": reconstruction_loss, "kl": kl}

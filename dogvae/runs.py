@@ -1,0 +1,419 @@
+"""Run folders: atomic save, listing, safe loading, history, deletion and ZIP export.
+
+A run folder holds::
+
+    encoder.h5  decoder.h5        as the original project saved them
+    encoder.keras  decoder.keras  Keras' native format; what dogvae loads (safe mode)
+    config.json                   model, training and data settings, outcome, final losses
+    history.csv                   one row per epoch
+
+Listing and reading a run's settings never import TensorFlow; only ``load_run``
+and ``save_run`` do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dogvae import __version__
+from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
+
+RUN_FORMAT = "dogvae-run"
+RUN_FORMAT_VERSION = 1
+MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
+RUN_FILES = (*MODEL_FILES, "config.json", "history.csv")
+HISTORY_COLUMNS = (
+    "epoch",
+    "batches",
+    "loss",
+    "reconstruction",
+    "kl",
+    "val_loss",
+    "val_reconstruction",
+    "val_kl",
+    "seconds",
+    "kl_weight",
+    "active_units",
+    "kl_per_dim",
+)
+_STALE_TEMP_SECONDS = 3600  # a temp folder this old belongs to a save that died
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run's settings and outcome, read from its config.json (no TensorFlow)."""
+
+    path: Path
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.config["model"])
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return from_dict(TrainConfig, self.config["train"])
+
+    @property
+    def data_config(self) -> DataConfig:
+        return from_dict(DataConfig, self.config["data_config"])
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.config.get("final") or {}
+
+    @property
+    def created(self) -> str:
+        return self.config.get("created", "")
+
+
+@dataclass
+class LoadedRun:
+    """A run with its encoder and decoder loaded."""
+
+    info: RunInfo
+    encoder: Any
+    decoder: Any
+
+
+def check_run_target(run_dir: str | Path) -> Path:
+    """Refuse, before any training, an output path that cannot become a run folder.
+
+    An existing dogvae run may be replaced (atomically, after training); any
+    other existing file or non-empty folder is refused so that nothing the user
+    had is lost.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ValueError(f"{run_dir} exists and is not a folder; choose another --out")
+        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file():
+            raise ValueError(
+                f"{run_dir} is a folder that is not a dogvae run; choose another --out "
+                "(dogvae only replaces its own run folders)"
+            )
+    parent = run_dir.resolve().parent
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write into {parent}: permission denied")
+    return run_dir
+
+
+def save_run(
+    run_dir: str | Path,
+    encoder: Any,
+    decoder: Any,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    data: dict[str, Any],
+    history: list[dict[str, Any]],
+    status: str = "finished",
+    message: str = "",
+    seconds: float = 0.0,
+    preset: str = "custom",
+) -> Path:
+    """Write a complete run folder atomically and return its path.
+
+    Everything is written into a hidden temporary folder next to ``run_dir`` and
+    moved into place only when complete. An existing run at ``run_dir`` is
+    swapped out and deleted only after the new one is in place; if the process
+    dies between the two renames, ``recover_runs`` puts the old one back.
+    A failed write (disk full, permission) raises OSError and leaves any
+    existing run untouched.
+    """
+    run_dir = Path(run_dir)
+    check_run_target(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    final = {key: value for key, value in (history[-1] if history else {}).items()}
+    config = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "dogvae_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "preset": preset,
+        "model": to_dict(model_config),
+        "train": to_dict(train_config),
+        "data_config": to_dict(data_config),
+        "data": {key: value for key, value in data.items() if key != "unreadable"}
+        | {"unreadable_count": len(data.get("unreadable", ()))},
+        "status": status,
+        "message": message,
+        "epochs_completed": len(history),
+        "seconds": round(float(seconds), 3),
+        "parameters": {
+            "encoder": int(encoder.count_params()),
+            "decoder": int(decoder.count_params()),
+        },
+        "final": final,
+    }
+    temp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
+    try:
+        with _h5_warning_muted():
+            encoder.save(temp / "encoder.h5")
+            decoder.save(temp / "decoder.h5")
+        encoder.save(temp / "encoder.keras")
+        decoder.save(temp / "decoder.keras")
+        _write_text(temp / "history.csv", _history_csv(history))
+        # config.json last: a folder with it is complete.
+        _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
+        _fsync_dir(temp)
+    except BaseException as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise OSError(
+                error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
+            ) from error
+        raise
+    _swap_into_place(temp, run_dir)
+    return run_dir
+
+
+def _swap_into_place(temp: Path, run_dir: Path) -> None:
+    if run_dir.exists():
+        old = run_dir.parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(run_dir, old)
+        os.rename(temp, run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(temp, run_dir)
+    _fsync_dir(run_dir.parent)
+
+
+def recover_runs(runs_dir: str | Path) -> list[str]:
+    """Finish or undo saves that were interrupted; returns what was done, for a log.
+
+    An ``.NAME.old-*`` folder without ``NAME`` means a save died between its two
+    renames: the old run is put back. Temporary folders of dead saves are removed.
+    """
+    runs_dir = Path(runs_dir)
+    actions: list[str] = []
+    if not runs_dir.is_dir():
+        return actions
+    for entry in sorted(runs_dir.iterdir()):
+        name = entry.name
+        if not (name.startswith(".") and entry.is_dir()):
+            continue
+        if ".old-" in name:
+            original = runs_dir / name[1:].rsplit(".old-", 1)[0]
+            if original.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+                actions.append(f"removed leftover {name}")
+            else:
+                os.rename(entry, original)
+                actions.append(f"restored {original.name} after an interrupted save")
+        elif ".tmp-" in name and time.time() - entry.stat().st_mtime > _STALE_TEMP_SECONDS:
+            shutil.rmtree(entry, ignore_errors=True)
+            actions.append(f"removed unfinished save {name}")
+    return actions
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read and check a run's config.json; ValueError when the folder is not a dogvae run."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"no such run folder: {run_dir}")
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder")
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{run_dir} is not a dogvae run: it has no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the run is damaged") from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise ValueError(f"{run_dir} is not a dogvae run: config.json lacks format {RUN_FORMAT!r}")
+    if config.get("format_version", 0) > RUN_FORMAT_VERSION:
+        raise ValueError(
+            f"{run_dir} was written by a newer dogvae (format {config.get('format_version')}); "
+            "update dogvae to load it"
+        )
+    info = RunInfo(run_dir, config)
+    try:
+        info.model_config, info.train_config, info.data_config  # noqa: B018 - validates
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_dir} has invalid settings in config.json: {error}") from None
+    missing = [
+        name for name in ("encoder.keras", "decoder.keras") if not (run_dir / name).is_file()
+    ]
+    if missing:
+        raise ValueError(f"{run_dir} is incomplete: {', '.join(missing)} missing")
+    damaged = [
+        name
+        for name in ("encoder.keras", "decoder.keras")
+        if not zipfile.is_zipfile(run_dir / name)
+    ]
+    if damaged:
+        raise ValueError(
+            f"{run_dir} is damaged: {', '.join(damaged)} cannot load (not a .keras file)"
+        )
+    return info
+
+
+def list_runs(runs_dir: str | Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
+    """Runs in ``runs_dir``, newest first, and the folders that are not valid runs (with why)."""
+    runs_dir = Path(runs_dir)
+    recover_runs(runs_dir)
+    runs: list[RunInfo] = []
+    problems: list[tuple[Path, str]] = []
+    if not runs_dir.is_dir():
+        return runs, problems
+    for entry in sorted(runs_dir.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            runs.append(read_run_info(entry))
+        except (OSError, ValueError) as error:
+            problems.append((entry, str(error)))
+    runs.sort(key=lambda info: (info.created, info.name), reverse=True)
+    return runs, problems
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run's encoder and decoder from its .keras files, in Keras' safe mode.
+
+    Only files that dogvae wrote are accepted: config.json must be a dogvae
+    run, safe mode refuses Lambda layers and pickled code, and the models'
+    shapes must match the settings.
+    """
+    info = read_run_info(run_dir)
+    import keras
+
+    import dogvae.model  # noqa: F401 - registers the custom layers
+
+    models = []
+    for name in ("encoder", "decoder"):
+        path = info.path / f"{name}.keras"
+        try:
+            models.append(keras.models.load_model(path, compile=False, safe_mode=True))
+        except Exception as error:
+            raise ValueError(
+                f"cannot load {path}: {error}. The run is damaged or not dogvae's."
+            ) from None
+    encoder, decoder = models
+    config = info.model_config
+    image_shape = (config.image_size, config.image_size, config.channels)
+    if tuple(encoder.input_shape[1:]) != image_shape or len(encoder.outputs) != 3:
+        raise ValueError(f"{info.path}: encoder.keras does not match config.json")
+    if (
+        tuple(decoder.input_shape[1:]) != (config.latent_dim,)
+        or tuple(decoder.output_shape[1:]) != image_shape
+    ):
+        raise ValueError(f"{info.path}: decoder.keras does not match config.json")
+    return LoadedRun(info, encoder, decoder)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's history.csv as a list of dicts (numbers as floats), [] when absent."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({key: _parse_cell(key, value) for key, value in row.items()})
+    return rows
+
+
+def delete_run(run_dir: str | Path) -> None:
+    """Delete a run folder (only a dogvae run: anything else is refused)."""
+    info = read_run_info(run_dir)
+    trash = info.path.parent / f".{info.name}.deleted-{uuid.uuid4().hex[:8]}"
+    os.rename(info.path, trash)  # one atomic step; the rest can fail harmlessly
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def zip_run(run_dir: str | Path) -> bytes:
+    """The run's files as ZIP bytes, for a download."""
+    info = read_run_info(run_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in RUN_FILES:
+            path = info.path / name
+            if path.is_file():
+                archive.write(path, f"{info.name}/{name}")
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _h5_warning_muted():
+    """Keras warns that .h5 is legacy on every save; dogvae writes it on purpose."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _history_csv(history: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow(
+            {
+                key: json.dumps(value) if isinstance(value, list) else value
+                for key, value in row.items()
+            }
+        )
+    return buffer.getvalue()
+
+
+def _parse_cell(key: str, value: str) -> Any:
+    if value in ("", None):
+        return None
+    if key == "kl_per_dim":
+        return json.loads(value)
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to config.json")

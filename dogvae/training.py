@@ -1,0 +1,461 @@
+"""Training: the LiveHistory callback, guards, train_and_save, and the background TrainingJob.
+
+The CLI and the app train through the same ``train_and_save``: the CLI prints
+the events it gets, the app's ``TrainingJob`` runs it in a thread and keeps the
+events for the page to draw. The worker never touches Streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dogvae import latent
+from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.data import Dataset
+
+Event = dict[str, Any]
+OnEvent = Callable[[Event], None]
+
+SAMPLE_COUNT = 16  # images in the per-epoch sample grid
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: a unit is active when Var_x(E[z|x]) > 0.01
+MAX_DIAGNOSTIC_IMAGES = 1_000  # images encoded per epoch for the collapse signal
+
+
+@dataclass
+class TrainResult:
+    """What a training produced.
+
+    Attributes:
+        encoder: The trained encoder (last good weights).
+        decoder: The trained decoder (last good weights).
+        history: One dict per epoch (see ``LiveHistory``).
+        status: "finished", "stopped" (by the user) or "diverged" (NaN/Inf loss).
+        message: One sentence for the user.
+        seconds: Wall-clock training time.
+    """
+
+    encoder: Any
+    decoder: Any
+    history: list[Event]
+    status: str
+    message: str
+    seconds: float
+
+
+def kl_weight_for_epoch(config: TrainConfig, epoch: int) -> float:
+    """KL weight at 0-based ``epoch``: linear warm-up from 0 to ``kl_weight``, then constant."""
+    if config.kl_warmup_epochs <= 0:
+        return float(config.kl_weight)
+    return float(config.kl_weight) * min(1.0, epoch / config.kl_warmup_epochs)
+
+
+def latent_diagnostics(z_mean: np.ndarray, z_log_var: np.ndarray) -> dict[str, Any]:
+    """Posterior-collapse signal: mean KL per latent dimension and the number of active units."""
+    kl_per_dim = np.mean(-0.5 * (1 + z_log_var - np.square(z_mean) - np.exp(z_log_var)), axis=0)
+    variance = np.var(z_mean, axis=0) if len(z_mean) > 1 else np.zeros(z_mean.shape[1])
+    return {
+        "kl_per_dim": [round(float(value), 4) for value in kl_per_dim],
+        "active_units": int(np.sum(variance > ACTIVE_UNIT_THRESHOLD)),
+    }
+
+
+def _make_live_history(keras):
+    """The callback class, built on first use so this module imports without TensorFlow."""
+
+    class LiveHistory(keras.callbacks.Callback):
+        """Reports progress to a plain function, honours a stop flag, guards against NaN.
+
+        Events sent to ``on_event``:
+          {"type": "batch", "epoch", "batch", "steps", "loss", "reconstruction", "kl", "elapsed"}
+            every ``report_every`` batches;
+          {"type": "epoch", ...history row..., "samples": uint8 (16, H, W, C)} after each epoch.
+        """
+
+        def __init__(self, *, on_event, stop_event, config, steps, sample_z, diagnostic_images):
+            super().__init__()
+            self.on_event = on_event
+            self.stop_event = stop_event
+            self.config = config
+            self.steps = steps
+            self.sample_z = sample_z
+            self.diagnostic_images = diagnostic_images
+            self.history: list[Event] = []
+            self.status = "finished"
+            self.message = ""
+            self.good_weights = None
+            self.started = time.perf_counter()
+
+        def _snapshot(self):
+            self.good_weights = (
+                self.model.encoder.get_weights(),
+                self.model.decoder.get_weights(),
+            )
+
+        def on_train_begin(self, logs=None):
+            self.started = time.perf_counter()
+            self._snapshot()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            self.epoch_started = time.perf_counter()
+            self.batches = 0
+            self.model.kl_weight.assign(kl_weight_for_epoch(self.config, epoch))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches = batch + 1
+            values = {key: float(logs[key]) for key in ("loss", "reconstruction", "kl")}
+            if not all(math.isfinite(value) for value in values.values()):
+                self.status = "diverged"
+                self.message = (
+                    f"the loss became {values['loss']} at epoch {self.epoch + 1}, batch "
+                    f"{batch + 1}; kept the weights of the last good epoch "
+                    f"({len(self.history)}). Try a lower learning rate or a KL warm-up."
+                )
+                self.model.stop_training = True
+                return
+            if self.stop_event is not None and self.stop_event.is_set():
+                self.status = "stopped"
+                self.message = (
+                    f"stopped by the user at epoch {self.epoch + 1}, batch {batch + 1}; "
+                    "saved what was learned so far."
+                )
+                self.model.stop_training = True
+            if self.batches % self.config.report_every == 0 or self.batches == self.steps:
+                self.on_event(
+                    {
+                        "type": "batch",
+                        "epoch": self.epoch + 1,
+                        "batch": self.batches,
+                        "steps": self.steps,
+                        "elapsed": time.perf_counter() - self.started,
+                        **values,
+                    }
+                )
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.status == "diverged":
+                return
+            logs = logs or {}
+            row = {
+                "epoch": epoch + 1,
+                "batches": self.batches,
+                **{key: float(logs.get(key, math.nan)) for key in _METRICS},
+                "seconds": round(time.perf_counter() - self.epoch_started, 3),
+                "kl_weight": float(kl_weight_for_epoch(self.config, epoch)),
+            }
+            if not all(math.isfinite(row[key]) for key in _METRICS if key in logs):
+                self.status = "diverged"
+                self.message = (
+                    f"the validation loss became {row.get('val_loss')} at epoch {epoch + 1}; "
+                    "kept the weights of the last good epoch. Try a lower learning rate."
+                )
+                self.model.stop_training = True
+                return
+            from dogvae.model import decode, encode
+
+            z_mean, z_log_var = encode(self.model.encoder, self.diagnostic_images)
+            row.update(latent_diagnostics(z_mean, z_log_var))
+            self._snapshot()
+            self.history.append(row)
+            samples = latent.to_uint8(decode(self.model.decoder, self.sample_z))
+            self.on_event(
+                {"type": "epoch", "epochs": self.config.epochs, **row, "samples": samples}
+            )
+
+        def on_train_end(self, logs=None):
+            if self.status == "diverged" and self.good_weights is not None:
+                self.model.encoder.set_weights(self.good_weights[0])
+                self.model.decoder.set_weights(self.good_weights[1])
+
+    return LiveHistory
+
+
+_METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
+
+
+def _batches(tf, images: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    """A tf.data pipeline over uint8 images: shuffled batches, cast to float inside the model."""
+    dataset = tf.data.Dataset.from_tensor_slices(images)
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train_vae(
+    train_images: np.ndarray,
+    validation_images: np.ndarray | None,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    on_event: OnEvent | None = None,
+    stop_event: threading.Event | None = None,
+    extra_callbacks: tuple = (),
+) -> TrainResult:
+    """Train a fresh VAE on uint8 images (N, H, W, C).
+
+    Args:
+        train_images: Training images, uint8.
+        validation_images: Held-out images, uint8, or None/empty for none.
+        model_config: The architecture.
+        train_config: Epochs, batch size, learning rate, seed, KL schedule.
+        on_event: Called with progress events (see ``LiveHistory``) from the training thread.
+        stop_event: When set, training ends after the current batch.
+        extra_callbacks: More Keras callbacks, run before the built-in one.
+
+    Returns:
+        The models with their last good weights, the per-epoch history and how it ended.
+    """
+    model_config.validate()
+    train_config.validate()
+    expected = (model_config.image_size, model_config.image_size, model_config.channels)
+    if train_images.ndim != 4 or train_images.shape[1:] != expected:
+        raise ValueError(
+            f"training images have shape {train_images.shape[1:]}, expected {expected}"
+        )
+    if len(train_images) == 0:
+        raise ValueError("no training images: the training split is empty")
+    if train_images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {train_images.dtype}")
+
+    import keras
+    import tensorflow as tf
+
+    from dogvae.model import build_vae
+
+    keras.utils.set_random_seed(train_config.seed)
+    vae = build_vae(model_config, kl_weight=kl_weight_for_epoch(train_config, 0))
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
+
+    has_validation = validation_images is not None and len(validation_images) > 0
+    batch_size = min(train_config.batch_size, len(train_images))
+    steps = math.ceil(len(train_images) / batch_size)
+    diagnostic_images = validation_images if has_validation else train_images
+    callback = _make_live_history(keras)(
+        on_event=on_event or (lambda event: None),
+        stop_event=stop_event,
+        config=train_config,
+        steps=steps,
+        sample_z=latent.sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
+        diagnostic_images=diagnostic_images[:MAX_DIAGNOSTIC_IMAGES],
+    )
+    started = time.perf_counter()
+    vae.fit(
+        _batches(tf, train_images, batch_size, True, train_config.seed),
+        validation_data=(
+            _batches(tf, validation_images, batch_size, False, 0) if has_validation else None
+        ),
+        epochs=train_config.epochs,
+        shuffle=False,  # the pipeline shuffles
+        verbose=0,
+        callbacks=[*extra_callbacks, callback],
+    )
+    seconds = time.perf_counter() - started
+    message = callback.message or f"trained {len(callback.history)} epochs in {seconds:.0f} s."
+    return TrainResult(
+        vae.encoder, vae.decoder, callback.history, callback.status, message, seconds
+    )
+
+
+def train_and_save(
+    dataset: Dataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    out_dir: str | Path,
+    *,
+    preset: str = "custom",
+    on_event: OnEvent | None = None,
+    stop_event: threading.Event | None = None,
+) -> tuple[Path, TrainResult]:
+    """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
+
+    A stopped or diverged training is still saved, with its last good weights,
+    as long as at least one epoch or batch ran; the run's config says how it ended.
+    """
+    from dogvae import runs
+
+    dataset.require_images()
+    if (data_config.image_size, data_config.channels) != (
+        model_config.image_size,
+        model_config.channels,
+    ):
+        raise ValueError(
+            f"the data is {data_config.image_size}x{data_config.image_size}x"
+            f"{data_config.channels} but the model expects {model_config.image_size}x"
+            f"{model_config.image_size}x{model_config.channels}"
+        )
+    runs.check_run_target(out_dir)
+    result = train_vae(
+        dataset.train_images,
+        dataset.validation_images,
+        model_config,
+        train_config,
+        on_event=on_event,
+        stop_event=stop_event,
+    )
+    run_dir = runs.save_run(
+        out_dir,
+        result.encoder,
+        result.decoder,
+        preset=preset,
+        model_config=model_config,
+        train_config=train_config,
+        data_config=data_config,
+        data=dataset.report.to_dict(),
+        history=result.history,
+        status=result.status,
+        message=result.message,
+        seconds=result.seconds,
+    )
+    return run_dir, result
+
+
+class TrainingSlots:
+    """A server-wide cap on concurrent trainings (one instance per server process)."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._semaphore = threading.BoundedSemaphore(capacity)
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def acquire(self) -> None:
+        """Take a slot or raise RuntimeError saying the server is busy."""
+        if not self._semaphore.acquire(blocking=False):
+            raise RuntimeError(
+                f"{self.capacity} training(s) already running on this server, the most it "
+                "allows; wait for one to finish and start again."
+            )
+        with self._lock:
+            self._running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._semaphore.release()
+
+
+@dataclass
+class TrainingJob:
+    """One training in a background thread, observable from the page that started it.
+
+    The worker thread appends events under a lock; the page reads copies. The
+    job keeps every epoch row and every epoch's sample grid, so a page that is
+    left and revisited redraws everything.
+    """
+
+    dataset: Dataset
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data_config: DataConfig
+    out_dir: Path
+    preset: str = "custom"
+    slots: TrainingSlots | None = None
+    status: str = field(default="pending", init=False)  # then running, finished, stopped,
+    message: str = field(default="", init=False)  # diverged or failed
+    run_dir: Path | None = field(default=None, init=False)
+    started: float = field(default=0.0, init=False)
+    _epochs: list[Event] = field(default_factory=list, init=False, repr=False)
+    _last_batch: Event | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> TrainingJob:
+        """Start the worker thread; raises RuntimeError when the server is at its limit."""
+        if self._thread is not None:
+            raise RuntimeError("this training job was already started")
+        if self.slots is not None:
+            self.slots.acquire()
+        self.status = "running"
+        self.started = time.time()
+        self._thread = threading.Thread(target=self._work, name="dogvae-training", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the worker to end after its current batch (it still saves the run)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ends; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    def epochs(self) -> list[Event]:
+        """Copies of the epoch events so far (history rows plus their sample grids)."""
+        with self._lock:
+            return list(self._epochs)
+
+    def last_batch(self) -> Event | None:
+        with self._lock:
+            return self._last_batch
+
+    def progress(self) -> dict[str, Any]:
+        """Epoch, batch, fraction done and estimated seconds left, for a progress bar."""
+        total_epochs = self.train_config.epochs
+        with self._lock:
+            batch = self._last_batch
+            done_epochs = len(self._epochs)
+        if batch is None:
+            return {"epoch": 0, "batch": 0, "steps": 0, "fraction": 0.0, "seconds_left": None}
+        steps = batch["steps"]
+        within = batch["batch"] / steps if batch["epoch"] > done_epochs else 0.0
+        fraction = min(1.0, (done_epochs + within) / total_epochs)
+        seconds_left = batch["elapsed"] * (1 - fraction) / fraction if fraction > 0 else None
+        return {
+            "epoch": batch["epoch"],
+            "batch": batch["batch"],
+            "steps": steps,
+            "fraction": fraction,
+            "seconds_left": seconds_left,
+        }
+
+    def _record(self, event: Event) -> None:
+        with self._lock:
+            if event["type"] == "batch":
+                self._last_batch = event
+            else:
+                self._epochs.append(event)
+
+    def _work(self) -> None:
+        try:
+            self.run_dir, result = train_and_save(
+                self.dataset,
+                self.model_config,
+                self.train_config,
+                self.data_config,
+                self.out_dir,
+                preset=self.preset,
+                on_event=self._record,
+                stop_event=self._stop,
+            )
+            self.status, self.message = result.status, result.message
+        except Exception as error:
+            self.status = "failed"
+            self.message = str(error) or type(error).__name__
+            traceback.print_exc()
+        finally:
+            if self.slots is not None:
+                self.slots.release()

@@ -1,0 +1,145 @@
+import keras
+import numpy as np
+import pytest
+
+from dogvae.config import ModelConfig
+from dogvae.model import (
+    Sampling,
+    build_decoder,
+    build_encoder,
+    build_vae,
+    decode,
+    encode,
+    per_image_losses,
+    vae_loss_terms,
+)
+
+
+def test_seed_parameter_counts_are_exactly_the_originals():
+    assert build_encoder(ModelConfig()).count_params() == 281_044
+    assert build_decoder(ModelConfig()).count_params() == 104_833
+
+
+def test_seed_layers_match_the_original_design():
+    encoder = build_encoder(ModelConfig())
+    kinds = [
+        (type(layer).__name__, getattr(layer, "filters", getattr(layer, "units", None)))
+        for layer in encoder.layers
+    ]
+    assert kinds == [
+        ("InputLayer", None),
+        ("Conv2D", 32),
+        ("Conv2D", 64),
+        ("Flatten", None),
+        ("Dense", 16),
+        ("Dense", 2),
+        ("Dense", 2),
+        ("Sampling", None),
+    ]
+    decoder = build_decoder(ModelConfig())
+    assert decoder.get_layer("reshape").output.shape[1:] == (16, 16, 64)
+    assert [layer.filters for layer in decoder.layers if hasattr(layer, "filters")] == [64, 32, 1]
+    assert decoder.layers[-1].activation.__name__ == "sigmoid"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(latent_dim=8, channels=3),
+        ModelConfig(
+            image_size=32,
+            conv_filters=(16, 32, 64),
+            dense_units=64,
+            batch_norm=True,
+            logvar_clamp=10.0,
+        ),
+    ],
+)
+def test_shapes_follow_the_config(config):
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    images = (
+        np.random.default_rng(0)
+        .random((3, config.image_size, config.image_size, config.channels))
+        .astype("float32")
+    )
+    z_mean, z_log_var, z = encoder(images)
+    assert z_mean.shape == z_log_var.shape == z.shape == (3, config.latent_dim)
+    out = decoder(z)
+    assert out.shape == images.shape
+    assert float(keras.ops.min(out)) >= 0.0 and float(keras.ops.max(out)) <= 1.0
+
+
+def test_loss_terms_match_a_hand_computation():
+    rng = np.random.default_rng(1)
+    images = rng.random((2, 4, 4, 1)).astype("float32")
+    reconstruction = rng.uniform(0.05, 0.95, (2, 4, 4, 1)).astype("float32")
+    z_mean = rng.normal(size=(2, 3)).astype("float32")
+    z_log_var = rng.normal(size=(2, 3)).astype("float32")
+    rec, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+    expected_rec = -(images * np.log(reconstruction) + (1 - images) * np.log(1 - reconstruction))
+    expected_kl = -0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var))
+    np.testing.assert_allclose(rec, expected_rec.sum(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(kl, expected_kl.sum(axis=1), rtol=1e-5)
+
+
+def test_loss_matches_keras_binary_crossentropy_for_grayscale():
+    rng = np.random.default_rng(2)
+    images = rng.random((2, 8, 8, 1)).astype("float32")
+    reconstruction = rng.random((2, 8, 8, 1)).astype("float32")
+    zeros = np.zeros((2, 2), "float32")
+    rec, kl = vae_loss_terms(images, reconstruction, zeros, zeros)
+    original = keras.ops.sum(keras.losses.binary_crossentropy(images, reconstruction), axis=(1, 2))
+    np.testing.assert_allclose(rec, original, rtol=1e-5)
+    np.testing.assert_allclose(kl, 0.0, atol=1e-6)
+
+
+def test_kl_is_zero_for_the_prior_and_positive_elsewhere():
+    images = np.full((1, 2, 2, 1), 0.5, "float32")
+    _, kl_prior = vae_loss_terms(
+        images, images, np.zeros((1, 4), "float32"), np.zeros((1, 4), "float32")
+    )
+    _, kl_off = vae_loss_terms(
+        images, images, np.ones((1, 4), "float32"), np.zeros((1, 4), "float32")
+    )
+    assert float(kl_prior[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl_off[0]) == pytest.approx(2.0, rel=1e-5)  # 0.5 * sum(mu^2)
+
+
+def test_train_step_reduces_the_loss_and_reports_named_metrics():
+    keras.utils.set_random_seed(0)
+    vae = build_vae(ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=16))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x = np.zeros((32, 32, 32, 1), np.uint8)
+    x[:, 8:24, 8:24] = 255
+    first = vae.evaluate(x, batch_size=16, verbose=0, return_dict=True)
+    history = vae.fit(x, epochs=8, batch_size=16, verbose=0)
+    assert set(history.history) == {"loss", "reconstruction", "kl"}
+    last = vae.evaluate(x, batch_size=16, verbose=0, return_dict=True)
+    assert last["loss"] < first["loss"] * 0.7
+    assert last["loss"] == pytest.approx(last["reconstruction"] + last["kl"], rel=1e-4)
+
+
+def test_uint8_and_float_inputs_give_the_same_loss():
+    vae = build_vae(ModelConfig(image_size=32, conv_filters=(8, 16)))
+    vae.compile(optimizer="adam")
+    x = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 1)).astype(np.uint8)
+    keras.utils.set_random_seed(5)
+    a = per_image_losses(vae.encoder, vae.decoder, x)
+    keras.utils.set_random_seed(5)
+    b = per_image_losses(vae.encoder, vae.decoder, x.astype("float32") / 255)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+
+
+def test_encode_and_decode_helpers():
+    config = ModelConfig(image_size=32, conv_filters=(8, 16), latent_dim=3)
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    x = np.random.default_rng(4).integers(0, 256, (5, 32, 32, 1)).astype(np.uint8)
+    z_mean, z_log_var = encode(encoder, x, batch_size=2)
+    assert z_mean.shape == z_log_var.shape == (5, 3)
+    images = decode(decoder, z_mean, batch_size=2)
+    assert images.shape == (5, 32, 32, 1) and images.dtype == np.float32
+    assert decode(decoder, z_mean[0]).shape == (1, 32, 32, 1)
+
+
+def test_sampling_layer_is_registered_for_h5_loading():
+    assert keras.saving.get_registered_object("dogvae>Sampling") is Sampling

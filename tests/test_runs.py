@@ -1,0 +1,178 @@
+import errno
+import io
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import dogvae.model  # noqa: F401 - registers the custom layers for keras.models.load_model
+from dogvae import runs
+from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.model import build_decoder, build_encoder
+
+SEED = ModelConfig()
+
+
+def save(path, encoder=None, decoder=None, **kw):
+    encoder = encoder or build_encoder(SEED)
+    decoder = decoder or build_decoder(SEED)
+    history = [
+        {
+            "epoch": 1,
+            "batches": 3,
+            "loss": 10.0,
+            "reconstruction": 9.0,
+            "kl": 1.0,
+            "val_loss": 11.0,
+            "val_reconstruction": 10.0,
+            "val_kl": 1.0,
+            "seconds": 0.5,
+            "kl_weight": 1.0,
+            "active_units": 2,
+            "kl_per_dim": [0.5, 0.5],
+        }
+    ]
+    return runs.save_run(
+        path,
+        encoder,
+        decoder,
+        model_config=SEED,
+        train_config=TrainConfig(epochs=1),
+        data_config=DataConfig(),
+        data={"source": "x.csv", "readable": 3, "unreadable": [{}]},
+        history=history,
+        preset="seed",
+        **kw,
+    )
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    encoder, decoder = build_encoder(SEED), build_decoder(SEED)
+    run_dir = save(tmp_path / "run", encoder, decoder)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(runs.RUN_FILES)
+    loaded = runs.load_run(run_dir)
+    images = np.random.default_rng(0).random((4, 64, 64, 1)).astype("float32")
+    z = np.random.default_rng(1).normal(size=(4, 2)).astype("float32")
+    np.testing.assert_array_equal(loaded.decoder(z), decoder(z))
+    np.testing.assert_array_equal(loaded.encoder(images)[0], encoder(images)[0])
+    np.testing.assert_array_equal(loaded.encoder(images)[1], encoder(images)[1])
+    assert loaded.info.model_config == SEED
+    assert loaded.info.config["parameters"] == {"encoder": 281_044, "decoder": 104_833}
+    assert loaded.info.config["data"]["unreadable_count"] == 1
+
+
+def test_h5_files_load_like_the_originals(tmp_path):
+    encoder, decoder = build_encoder(SEED), build_decoder(SEED)
+    run_dir = save(tmp_path / "run", encoder, decoder)
+    decoder_h5 = keras.models.load_model(run_dir / "decoder.h5", compile=False)
+    encoder_h5 = keras.models.load_model(run_dir / "encoder.h5", compile=False)
+    assert decoder_h5.input_shape == (None, 2) and decoder_h5.output_shape == (None, 64, 64, 1)
+    z = np.random.default_rng(2).normal(size=(3, 2)).astype("float32")
+    out = np.asarray(decoder_h5(z))
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_array_equal(out, decoder(z))
+    images = np.random.default_rng(3).random((2, 64, 64, 1)).astype("float32")
+    np.testing.assert_array_equal(encoder_h5(images)[0], encoder(images)[0])
+
+
+def test_history_round_trip(tmp_path):
+    rows = runs.read_history(save(tmp_path / "run"))
+    assert rows[0]["loss"] == 10.0 and rows[0]["kl_per_dim"] == [0.5, 0.5]
+
+
+def test_saving_over_a_run_replaces_it_and_leaves_no_temp_folders(tmp_path):
+    save(tmp_path / "run")
+    encoder = build_encoder(SEED)
+    save(tmp_path / "run", encoder=encoder)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    loaded = runs.load_run(tmp_path / "run")
+    np.testing.assert_array_equal(loaded.encoder.get_weights()[0], encoder.get_weights()[0])
+
+
+def test_a_failed_save_leaves_the_existing_run_intact(tmp_path, monkeypatch):
+    save(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "_write_text", disk_full)
+    with pytest.raises(OSError, match=r"could not save the run.*No space left"):
+        save(tmp_path / "run")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_an_interrupted_swap_is_recovered(tmp_path):
+    save(tmp_path / "run")
+    # What a kill between the two renames leaves behind: only the old copy.
+    os.rename(tmp_path / "run", tmp_path / ".run.old-1234abcd")
+    found, problems = runs.list_runs(tmp_path)
+    assert [info.name for info in found] == ["run"] and not problems
+    runs.load_run(tmp_path / "run")
+
+
+def test_refuses_to_overwrite_what_is_not_a_run(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "dog.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a dogvae run"):
+        save(tmp_path / "photos")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        save(tmp_path / "file")
+    assert (tmp_path / "photos" / "dog.jpg").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "config.json").unlink(), "no config.json"),
+        (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "config.json").write_text('{"format": "other"}'), "lacks format"),
+        (lambda d: (d / "decoder.keras").unlink(), "decoder.keras missing"),
+        (lambda d: (d / "encoder.keras").write_bytes(b"garbage"), "cannot load"),
+    ],
+)
+def test_broken_runs_give_clear_errors(tmp_path, damage, message):
+    run_dir = save(tmp_path / "run")
+    damage(run_dir)
+    with pytest.raises(ValueError, match=message):
+        runs.load_run(run_dir)
+    found, problems = runs.list_runs(tmp_path)
+    assert not found and problems[0][0] == run_dir
+
+
+def test_settings_that_do_not_match_the_models_are_refused(tmp_path):
+    run_dir = save(tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["latent_dim"] = 5
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        runs.load_run(run_dir)
+
+
+def test_lambda_layers_are_refused_in_safe_mode(tmp_path):
+    run_dir = save(tmp_path / "run")
+    inputs = keras.Input((2,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(run_dir / "decoder.keras")
+    with pytest.raises(ValueError, match="cannot load"):
+        runs.load_run(run_dir)
+
+
+def test_list_delete_and_zip(tmp_path):
+    save(tmp_path / "a")
+    save(tmp_path / "b")
+    found, _ = runs.list_runs(tmp_path)
+    assert sorted(info.name for info in found) == ["a", "b"]
+    with zipfile.ZipFile(io.BytesIO(runs.zip_run(tmp_path / "a"))) as archive:
+        assert sorted(archive.namelist()) == sorted(f"a/{name}" for name in runs.RUN_FILES)
+    runs.delete_run(tmp_path / "a")
+    assert [info.name for info in runs.list_runs(tmp_path)[0]] == ["b"]
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ValueError, match="not a dogvae run"):
+        runs.delete_run(tmp_path / "photos")
+    assert (tmp_path / "photos").exists()

@@ -1,0 +1,217 @@
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.training import (
+    TrainingJob,
+    TrainingSlots,
+    kl_weight_for_epoch,
+    latent_diagnostics,
+    train_vae,
+)
+
+TINY = ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=16, latent_dim=2)
+
+
+def blobs(n, size=32, seed=0):
+    """Bright squares at random places: something a tiny VAE can learn in seconds."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size, 1), np.uint8)
+    for image in images:
+        y, x = rng.integers(0, size - 12, 2)
+        image[y : y + 12, x : x + 12] = 255
+    return images
+
+
+def test_training_reports_batches_and_epochs_and_learns():
+    events = []
+    result = train_vae(
+        blobs(64),
+        blobs(16, seed=1),
+        TINY,
+        TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, report_every=1),
+        on_event=events.append,
+    )
+    assert result.status == "finished"
+    epochs = [event for event in events if event["type"] == "epoch"]
+    batches = [event for event in events if event["type"] == "batch"]
+    assert [event["epoch"] for event in epochs] == [1, 2, 3]
+    assert len(batches) == 3 * 4  # 64 images / batch 16, reported every batch
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    for row in result.history:
+        for key in ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl"):
+            assert math.isfinite(row[key])
+        assert row["loss"] == pytest.approx(row["reconstruction"] + row["kl"], rel=1e-4)
+        assert len(row["kl_per_dim"]) == 2 and 0 <= row["active_units"] <= 2
+    assert epochs[0]["samples"].shape == (16, 32, 32, 1) and epochs[0]["samples"].dtype == np.uint8
+
+
+def test_stop_flag_ends_after_the_current_batch_and_keeps_the_weights():
+    stop = threading.Event()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if event["type"] == "batch" and event["batch"] == 2:
+            stop.set()
+
+    result = train_vae(
+        blobs(64),
+        None,
+        TINY,
+        TrainConfig(epochs=50, batch_size=8, report_every=1),
+        on_event=on_event,
+        stop_event=stop,
+    )
+    assert result.status == "stopped"
+    batches = [event for event in seen if event["type"] == "batch"]
+    assert batches[-1]["epoch"] == 1 and batches[-1]["batch"] <= 3
+    assert len(result.history) == 1 and result.history[0]["batches"] <= 3
+    assert "stopped" in result.message
+
+
+def test_nan_loss_stops_training_and_rolls_back_to_the_last_good_epoch():
+    # A learning rate this absurd overflows within a few epochs.
+    images = blobs(32)
+    result = train_vae(images, None, TINY, TrainConfig(epochs=40, batch_size=8, learning_rate=1.0))
+    assert result.status == "diverged", result.history
+    assert "last good epoch" in result.message
+    weights = result.encoder.get_weights() + result.decoder.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert all(math.isfinite(row["loss"]) for row in result.history)
+
+
+def test_kl_warmup_schedule():
+    config = TrainConfig(kl_weight=1.0, kl_warmup_epochs=4)
+    assert [kl_weight_for_epoch(config, e) for e in range(6)] == [0, 0.25, 0.5, 0.75, 1, 1]
+    assert kl_weight_for_epoch(TrainConfig(), 0) == 1.0
+
+
+def test_latent_diagnostics_counts_active_units():
+    rng = np.random.default_rng(0)
+    z_mean = np.stack([rng.normal(size=500), np.full(500, 0.001)], axis=1)
+    z_log_var = np.stack([np.full(500, -2.0), np.zeros(500)], axis=1)
+    diagnostics = latent_diagnostics(z_mean, z_log_var)
+    assert diagnostics["active_units"] == 1
+    assert diagnostics["kl_per_dim"][0] > 0.5 and diagnostics["kl_per_dim"][1] < 0.01
+
+
+def test_bad_images_are_refused_with_a_message():
+    with pytest.raises(ValueError, match="expected"):
+        train_vae(np.zeros((4, 16, 16, 1), np.uint8), None, TINY, TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="uint8"):
+        train_vae(np.zeros((4, 32, 32, 1), np.float32), None, TINY, TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="empty"):
+        train_vae(np.zeros((0, 32, 32, 1), np.uint8), None, TINY, TrainConfig(epochs=1))
+
+
+def test_training_slots_cap_concurrent_trainings():
+    slots = TrainingSlots(1)
+    slots.acquire()
+    with pytest.raises(RuntimeError, match="already running"):
+        slots.acquire()
+    slots.release()
+    slots.acquire()
+    assert slots.running == 1
+
+
+def _dataset(images):
+    import pandas as pd
+
+    from dogvae.data import Dataset, DatasetReport
+
+    n = len(images)
+    table = pd.DataFrame(
+        {
+            "filepaths": [f"{i}.png" for i in range(n)],
+            "split": ["train"] * (n - 4) + ["validation"] * 4,
+        }
+    )
+    report = DatasetReport(
+        source="memory",
+        kind="folder",
+        rows=n,
+        found=n,
+        readable=n,
+        unreadable=(),
+        train=n - 4,
+        validation=4,
+        split="test",
+        image_size=images.shape[1],
+        channels=images.shape[3],
+    )
+    return Dataset(images=images, table=table, report=report)
+
+
+def test_training_job_runs_in_a_thread_saves_and_can_be_stopped(tmp_path):
+    from dogvae.runs import read_run_info
+
+    data_config = DataConfig(image_size=32)
+    job = TrainingJob(
+        dataset=_dataset(blobs(40)),
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1000, batch_size=8, report_every=1),
+        data_config=data_config,
+        out_dir=tmp_path / "run",
+    ).start()
+    assert job.running and job.status == "running"
+    for _ in range(600):
+        if job.last_batch() is not None:
+            break
+        job.wait(0.1)
+    job.stop()
+    assert job.wait(60), "the job did not end within a minute of Stop"
+    assert job.status == "stopped", job.message
+    assert job.run_dir == tmp_path / "run"
+    info = read_run_info(job.run_dir)
+    assert info.config["status"] == "stopped"
+    progress = job.progress()
+    assert progress["epoch"] >= 1 and 0 < progress["fraction"] < 1
+
+
+def test_training_job_reports_failure_instead_of_raising(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a run folder")
+    slots = TrainingSlots(1)
+    job = TrainingJob(
+        dataset=_dataset(blobs(12)),
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1, batch_size=4),
+        data_config=DataConfig(image_size=32),
+        out_dir=tmp_path / "taken",
+        slots=slots,
+    ).start()
+    job.wait(60)
+    assert job.status == "failed" and "not a folder" in job.message
+    assert slots.running == 0  # the slot is given back
+
+
+def test_nan_mid_training_rolls_back_to_exactly_the_last_good_epoch():
+    import keras
+
+    kept = {}
+
+    class PoisonThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kept[epoch] = [w.copy() for w in self.model.decoder.get_weights()]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                weights = self.model.decoder.get_weights()
+                weights[0] = np.full_like(weights[0], np.nan)
+                self.model.decoder.set_weights(weights)
+
+    result = train_vae(
+        blobs(32),
+        blobs(8, seed=3),
+        TINY,
+        TrainConfig(epochs=5, batch_size=8),
+        extra_callbacks=(PoisonThirdEpoch(),),
+    )
+    assert result.status == "diverged"
+    assert "at epoch 3, batch" in result.message
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    for restored, good in zip(result.decoder.get_weights(), kept[1], strict=True):
+        np.testing.assert_array_equal(restored, good)
