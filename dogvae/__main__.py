@@ -2,6 +2,7 @@
 
 import sys
 
-from dogvae.cli import main
+from dogvae.cli import main, mute_native_stderr
 
+mute_native_stderr()
 sys.exit(main())

@@ -8,7 +8,6 @@ with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -191,8 +190,7 @@ def _train(args) -> int:
         flush=True,
     )
 
-    with _quiet_stderr():
-        from dogvae.training import train_and_save
+    from dogvae.training import train_and_save
 
     stop = threading.Event()
 
@@ -240,10 +238,9 @@ def _load_run(path: str):
     from dogvae.runs import read_run_info
 
     read_run_info(path)  # a clear error before TensorFlow loads
-    with _quiet_stderr():
-        from dogvae.runs import load_run
+    from dogvae.runs import load_run
 
-        return load_run(path)
+    return load_run(path)
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -344,25 +341,23 @@ def _evaluate(args) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 while TensorFlow loads.
+def mute_native_stderr() -> None:
+    """Send fd 2 to /dev/null for the rest of the process; Python's stderr keeps the terminal.
 
-    TensorFlow's C++ runtime prints banners (oneDNN, CUDA probing) straight to
-    fd 2 before any log level applies; a CLI should not show them.
+    TensorFlow's C++ runtime writes banners (oneDNN, CUDA probing) straight to
+    fd 2, before and regardless of any log level. dogvae's own messages and
+    Python tracebacks go through ``sys.stderr``, which is re-pointed at a copy of
+    the original descriptor first, so they still show. DOGVAE_VERBOSE=1 keeps
+    everything.
     """
     if os.environ.get("DOGVAE_VERBOSE"):
-        yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+        terminal = os.dup(2)
+        sys.stderr = open(terminal, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass  # no usable fd 2 (e.g. closed): nothing to mute

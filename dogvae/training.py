@@ -372,7 +372,7 @@ class TrainingJob:
     run_dir: Path | None = field(default=None, init=False)
     started: float = field(default=0.0, init=False)
     _epochs: list[Event] = field(default_factory=list, init=False, repr=False)
-    _last_batch: Event | None = field(default=None, init=False, repr=False)
+    _batches: list[Event] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -408,15 +408,20 @@ class TrainingJob:
         with self._lock:
             return list(self._epochs)
 
+    def batches(self) -> list[Event]:
+        """Copies of the batch events so far (for a live chart)."""
+        with self._lock:
+            return list(self._batches)
+
     def last_batch(self) -> Event | None:
         with self._lock:
-            return self._last_batch
+            return self._batches[-1] if self._batches else None
 
     def progress(self) -> dict[str, Any]:
         """Epoch, batch, fraction done and estimated seconds left, for a progress bar."""
         total_epochs = self.train_config.epochs
         with self._lock:
-            batch = self._last_batch
+            batch = self._batches[-1] if self._batches else None
             done_epochs = len(self._epochs)
         if batch is None:
             return {"epoch": 0, "batch": 0, "steps": 0, "fraction": 0.0, "seconds_left": None}
@@ -435,7 +440,7 @@ class TrainingJob:
     def _record(self, event: Event) -> None:
         with self._lock:
             if event["type"] == "batch":
-                self._last_batch = event
+                self._batches.append(event)
             else:
                 self._epochs.append(event)
 

@@ -1,0 +1,188 @@
+"""Shared fixtures: tiny dog-like datasets written into ``tmp_path``.
+
+Every image is at most 48 pixels on a side so that loading a whole fixture
+dataset takes milliseconds. The helpers are plain functions too, so a test can
+``from conftest import make_png`` to build its own files.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BREEDS = ("beagle", "poodle")
+
+
+def dog_like(size: tuple[int, int] = (40, 30), seed: int = 0, channels: int = 3) -> np.ndarray:
+    """A smooth synthetic "dog": a background gradient, a head, two ears and eyes.
+
+    Smooth shapes rather than noise, so that a model trained on a few of them
+    has something to learn.
+
+    Args:
+        size: (width, height) in pixels, as in Pillow.
+        seed: Varies colours and positions.
+        channels: 1 (grayscale), 3 (RGB) or 4 (RGBA, opaque).
+
+    Returns:
+        A ``(height, width, channels)`` uint8 array.
+    """
+    width, height = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x / max(width - 1, 1), y / max(height - 1, 1)
+    background = rng.uniform(0.5, 1.0, 3)[None, None, :] * (0.6 + 0.4 * v)[..., None]
+    image = np.broadcast_to(background, (height, width, 3)).copy()
+    fur = rng.uniform(0.2, 0.7, 3)
+    centre_x, centre_y = rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.65)
+    radius_x, radius_y = rng.uniform(0.2, 0.3), rng.uniform(0.2, 0.3)
+    head = ((u - centre_x) / radius_x) ** 2 + ((v - centre_y) / radius_y) ** 2 < 1
+    image[head] = fur
+    for side in (-1, 1):
+        ear_x = centre_x + side * radius_x
+        ear = ((u - ear_x) / (radius_x * 0.4)) ** 2 + ((v - centre_y) / (radius_y * 0.9)) ** 2 < 1
+        image[ear] = fur * 0.6
+        eye_x = centre_x + side * radius_x * 0.4
+        eye = ((u - eye_x) / 0.05) ** 2 + ((v - centre_y + radius_y * 0.3) / 0.06) ** 2 < 1
+        image[eye] = 0.05
+    pixels = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    if channels == 1:
+        return np.rint(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+    if channels == 4:
+        return np.concatenate([pixels, np.full((height, width, 1), 255, np.uint8)], axis=2)
+    return pixels
+
+
+def _pixels(size: tuple[int, int], value, channels: int, seed: int) -> np.ndarray:
+    width, height = size
+    if value is None:
+        return dog_like(size, seed, channels)
+    values = np.broadcast_to(np.asarray(value, np.uint8), (channels,))
+    return np.broadcast_to(values, (height, width, channels)).copy()
+
+
+def _image(pixels: np.ndarray) -> Image.Image:
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+
+
+def make_png(
+    path: str | Path,
+    size: tuple[int, int] = (40, 30),
+    value: int | tuple[int, ...] | None = None,
+    channels: int = 3,
+) -> Path:
+    """Write a PNG (whatever the suffix) and return its path.
+
+    Args:
+        path: Where to write; parent folders are created.
+        size: (width, height) in pixels.
+        value: One value, or one per channel, for a flat image; None draws a
+            dog-like picture that varies with the file name.
+        channels: 1 (grayscale), 3 (RGB) or 4 (RGBA).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _image(_pixels(size, value, channels, zlib.crc32(path.name.encode()))).save(path, "PNG")
+    return path
+
+
+def make_jpeg(
+    path: str | Path,
+    size: tuple[int, int] = (40, 30),
+    value: int | tuple[int, ...] | None = None,
+    channels: int = 3,
+) -> Path:
+    """Write a JPEG (quality 90, whatever the suffix) and return its path; see ``make_png``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = _pixels(size, value, channels, zlib.crc32(path.name.encode()))
+    _image(pixels).save(path, "JPEG", quality=90)
+    return path
+
+
+def make_broken(path: str | Path) -> Path:
+    """Write a text file that pretends to be an image and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this is not a picture of a dog\n")
+    return path
+
+
+def _write_dogs(folder: Path, count: int) -> list[Path]:
+    """``count`` images alternating PNG/JPEG and sizes, as folder/<breed>/<breed>_NN.ext."""
+    paths = []
+    for index in range(count):
+        breed = BREEDS[index % 2]
+        size = ((40, 30), (32, 48), (48, 48))[index % 3]
+        name = f"{breed}_{index:02d}"
+        if index % 4 == 3:
+            paths.append(make_jpeg(folder / breed / f"{name}.jpg", size))
+        else:
+            paths.append(make_png(folder / breed / f"{name}.png", size))
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A folder of 14 image files: 12 readable, 1 broken, 1 empty.
+
+    Layout (labels come from the subfolder)::
+
+        photos/beagle/beagle_00.png ... (6 images, PNG and JPEG, up to 48x48)
+        photos/poodle/poodle_01.png ... (6 images)
+        photos/broken.jpg               (text, "not an image")
+        photos/empty.png                (0 bytes, "empty")
+    """
+    folder = tmp_path / "photos"
+    _write_dogs(folder, 12)
+    make_broken(folder / "broken.jpg")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def dataset_csv(tmp_path: Path) -> Path:
+    """A CSV in the original project's layout; returns the CSV's path.
+
+    ``csv_data/dogs.csv`` has columns ``filepaths,labels,data set`` and 14 rows
+    with paths relative to its folder: 12 readable images (10 ``train``, 2
+    ``valid``: rows 4 and 9), then ``images/missing.jpg`` (no such file) and
+    ``images/broken.jpg`` (text). Loaded, it gives 12 readable of 14 rows.
+    """
+    folder = tmp_path / "csv_data"
+    images = _write_dogs(folder / "images", 12)
+    make_broken(folder / "images" / "broken.jpg")
+    rows = [
+        [path.relative_to(folder).as_posix(), path.parent.name, "valid" if i in (4, 9) else "train"]
+        for i, path in enumerate(images)
+    ]
+    rows += [["images/missing.jpg", "beagle", "train"], ["images/broken.jpg", "poodle", "train"]]
+    csv_path = folder / "dogs.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filepaths", "labels", "data set"])
+        writer.writerows(rows)
+    return csv_path
+
+
+@pytest.fixture
+def dataset_zip(tmp_path: Path) -> Path:
+    """A ZIP of 12 readable images and no CSV; returns the ZIP's path.
+
+    Members are ``dogs/beagle/beagle_00.png`` ... and ``dogs/poodle/...``
+    (6 each, PNG and JPEG), so the labels are ``beagle`` and ``poodle``.
+    """
+    source = tmp_path / "zip_source"
+    images = _write_dogs(source / "dogs", 12)
+    zip_path = tmp_path / "dogs.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in images:
+            archive.write(path, path.relative_to(source).as_posix())
+    return zip_path

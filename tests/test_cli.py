@@ -1,0 +1,196 @@
+"""The command line: every command, and its bad inputs ending in one clear line."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dogvae.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=300):
+    """Run ``python -m dogvae`` as a user would; returns (exit code, stdout, stderr)."""
+    process = subprocess.run(
+        [sys.executable, "-m", "dogvae", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return process.returncode, process.stdout, process.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run trained for one epoch through the CLI on tiny generated images."""
+    from tests.conftest import _write_dogs
+
+    folder = tmp_path_factory.mktemp("dogs")
+    _write_dogs(folder / "images", 24)
+    run_dir = folder / "run"
+    code = main(["train", str(folder / "images"), "--out", str(run_dir), "--epochs", "2",
+                 "--batch-size", "8"])
+    assert code == 0
+    return run_dir, folder / "images"
+
+
+def test_help_is_fast_and_does_not_import_tensorflow():
+    code = (
+        "import sys, time; t = time.perf_counter(); from dogvae.cli import build_parser;"
+        "build_parser().format_help(); print(time.perf_counter() - t, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1] == "False"
+    started = time.perf_counter()
+    code, stdout, _ = run_cli("--help")
+    assert code == 0 and "train" in stdout and "interpolate" in stdout
+    assert time.perf_counter() - started < 10  # generous; a TensorFlow import alone takes ~3 s
+
+
+def test_train_writes_a_run_and_prints_one_line_per_epoch(trained_run, capsys):
+    run_dir, _ = trained_run
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras", "config.json",
+         "history.csv"]
+    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["status"] == "finished" and config["epochs_completed"] == 2
+    assert config["parameters"] == {"encoder": 281_044, "decoder": 104_833}
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
+
+
+def test_train_output(tmp_path, image_folder, capsys):
+    code = main(["train", str(image_folder), "--out", str(tmp_path / "r"), "--epochs", "2",
+                 "--batch-size", "4", "--latent-dim", "3", "--limit", "10"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("data: 8 of 10 images readable (1 not an image, 1 empty)")
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == [
+        "1/2", "2/2"
+    ]
+    assert "saved" in out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["latent_dim"] == 3
+
+
+def test_report_prints_json_with_every_unreadable_file(dataset_csv, capsys):
+    assert main(["report", str(dataset_csv)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "csv" and report["readable"] >= 10
+    assert {item["reason"] for item in report["unreadable"]} >= {"missing", "not an image"}
+
+
+def test_generate_writes_a_grid(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    out = tmp_path / "grid.png"
+    assert main(["generate", str(run_dir), "--out", str(out), "--n", "9", "--seed", "3"]) == 0
+    image = np.asarray(Image.open(out))
+    assert image.shape == (3 * 64 + 4 * 2, 3 * 64 + 4 * 2)
+    again = tmp_path / "again.png"
+    main(["generate", str(run_dir), "--out", str(again), "--n", "9", "--seed", "3"])
+    assert out.read_bytes() == again.read_bytes()  # same seed, same dogs
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_interpolate_between_random_points(trained_run, tmp_path, suffix):
+    run_dir, _ = trained_run
+    out = tmp_path / f"walk{suffix}"
+    assert main(["interpolate", str(run_dir), "--out", str(out), "--steps", "5"]) == 0
+    image = Image.open(out)
+    if suffix == ".gif":
+        assert image.n_frames == 5
+    else:
+        assert image.size == (5 * 64 + 6 * 2, 64 + 2 * 2)
+
+
+def test_interpolate_between_two_images(trained_run, tmp_path):
+    run_dir, images = trained_run
+    first, second = sorted(images.rglob("*.png"))[:2]
+    out = tmp_path / "between.gif"
+    assert main(["interpolate", str(run_dir), "--out", str(out), "--from", str(first),
+                 "--to", str(second), "--steps", "4", "--method", "linear"]) == 0
+    assert Image.open(out).n_frames == 4
+
+
+def test_evaluate_prints_mean_losses(trained_run, capsys):
+    run_dir, images = trained_run
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), str(images), "--limit", "10"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 10
+    assert result["loss"] == pytest.approx(result["reconstruction"] + result["kl"], abs=0.01)
+    assert 0 < result["reconstruction"] < 64 * 64 * 1.0
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t: ["report", t / "nope.csv"], "no such file"),
+        (lambda t: ["report", write(t / "x.csv", "path,label\na.png,1\n")], "filepaths"),
+        (lambda t: ["report", write(t / "x.csv", "filepaths\nmissing.png\n")], "no readable image"),
+        (lambda t: ["report", write(t / "x.csv", "filepaths\n../../etc/passwd\n")],
+         "no readable image"),
+        (lambda t: ["train", write(t / "x.csv", "filepaths\nmissing.png\n"), "--out", t / "r"],
+         "no readable image"),
+        (lambda t: ["train", t, "--out", t / "r", "--epochs", "0"], "must be at least 1"),
+        (lambda t: ["train", t, "--out", t / "r", "--batch-size", "-1"], "must be at least 1"),
+        (lambda t: ["train", t, "--out", t / "r", "--epochs", "1000000"], "epochs must be"),
+        (lambda t: ["train", t, "--out", t / "r", "--latent-dim", "10000"], "latent_dim"),
+        (lambda t: ["train", t, "--out", t / "r", "--learning-rate", "nan"], "learning rate"),
+        (lambda t: ["train", t, "--out", t / "r", "--preset", "huge"], "unknown preset"),
+        (lambda t: ["generate", t, "--out", t / "g.png"], "not a dogvae run"),
+        (lambda t: ["generate", t / "none", "--out", t / "g.png"], "no such run folder"),
+        (lambda t: ["generate", t, "--out", t / "g.jpg"], "must end in .png"),
+        (lambda t: ["interpolate", t, "--out", t / "g.gif", "--from", t / "a.png"],
+         "both --from and --to"),
+        (lambda t: ["evaluate", t, t], "not a dogvae run"),
+    ],
+)
+def test_bad_input_ends_with_one_clear_line(tmp_path, capsys, make_args, message):
+    args = [str(arg) for arg in make_args(tmp_path)]
+    with pytest.raises(SystemExit) if "must be at least" in message else _no_raise():
+        code = main(args)
+        assert code != 0
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_training_refuses_to_overwrite_a_folder_that_is_not_a_run(tmp_path, image_folder):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    code, _, err = run_cli("train", image_folder, "--out", target, "--epochs", "1")
+    assert code == 2 and "not a dogvae run" in err and len(err.strip().splitlines()) == 1
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_real_process_bad_input_has_no_traceback(tmp_path):
+    csv = write(tmp_path / "x.csv", "filepaths\n/etc/passwd\n")
+    code, _, err = run_cli("train", csv, "--out", tmp_path / "r", "--epochs", "1")
+    assert code == 2
+    assert err.strip().startswith("dogvae train: error: no readable image")
+    assert len(err.strip().splitlines()) == 1
