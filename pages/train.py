@@ -1,0 +1,204 @@
+"""Train: settings, then a live loss chart, progress, sample grids and a Stop button."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from dogvae import ui
+from dogvae.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LATENT_DIM, PRESETS, DataConfig
+from dogvae.training import TrainingJob
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SERIES = {
+    "loss": "loss (train)",
+    "val_loss": "loss (validation)",
+    "reconstruction": "reconstruction (train)",
+    "val_reconstruction": "reconstruction (validation)",
+    "kl": "kl (train)",
+    "val_kl": "kl (validation)",
+}
+
+ui.sidebar()
+st.title("Train")
+
+
+def start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, run_name):
+    """Validate the form and start a background TrainingJob, or say what is wrong."""
+    preset = PRESETS[preset_name]
+    model_config = replace(preset.model, latent_dim=int(latent_dim))
+    train_config = replace(
+        preset.train,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        learning_rate=float(learning_rate),
+    )
+    model_config.validate()
+    train_config.validate()
+    report = dataset.report
+    if (report.image_size, report.channels) != (model_config.image_size, model_config.channels):
+        raise ValueError(
+            f"The dataset was loaded as {report.image_size}x{report.image_size} with "
+            f"{report.channels} channel(s), but preset {preset_name!r} needs "
+            f"{model_config.image_size}x{model_config.image_size} with {model_config.channels}. "
+            "Change the image settings on the Data page and load it again."
+        )
+    if not report.train:
+        raise ValueError("The dataset has no training image; load another one on the Data page.")
+    if not RUN_NAME.match(run_name):
+        raise ValueError(
+            "Run names use letters, digits, '.', '_' and '-' (at most 64, starting with a "
+            f"letter or digit); got {run_name!r}."
+        )
+    out_dir = ui.runs_dir() / run_name
+    if out_dir.exists():
+        raise ValueError(f"A run named {run_name!r} already exists; choose another name.")
+    job = TrainingJob(
+        dataset=dataset,
+        model_config=model_config,
+        train_config=train_config,
+        data_config=DataConfig(
+            image_size=report.image_size, channels=report.channels, limit=None
+        ),
+        out_dir=out_dir,
+        preset=preset_name,
+        slots=ui.training_slots(ui.max_trainings()),
+    )
+    st.session_state[ui.JOB] = job.start()
+    st.session_state.pop("job_announced", None)
+    st.session_state.pop("run_name", None)  # the next training gets a fresh default name
+
+
+def chart_frame(job: TrainingJob) -> pd.DataFrame:
+    """Long-format losses: training per reported batch, validation per epoch."""
+    records = []
+    for event in job.batches():
+        position = event["epoch"] - 1 + event["batch"] / event["steps"]
+        for key in ("loss", "reconstruction", "kl"):
+            records.append({"epoch": position, "value": event[key], "series": SERIES[key]})
+    for row in job.epochs():
+        for key in ("val_loss", "val_reconstruction", "val_kl"):
+            if row.get(key) == row.get(key) and key in row:  # NaN when there is no validation
+                records.append({"epoch": float(row["epoch"]), "value": row[key], "series": SERIES[key]})
+    return pd.DataFrame.from_records(records, columns=["epoch", "value", "series"])
+
+
+def draw(job: TrainingJob) -> None:
+    """Progress, charts and the latest sample grid of a job."""
+    progress = job.progress()
+    epochs = job.train_config.epochs
+    if job.running:
+        left = progress["seconds_left"]
+        text = f"Epoch {progress['epoch']}/{epochs} · batch {progress['batch']}/{progress['steps']}"
+        text += f" · about {left:,.0f} s left" if left is not None else " · starting…"
+        st.progress(progress["fraction"], text=text)
+    frame = chart_frame(job)
+    if frame.empty:
+        st.caption("The chart appears after the first batches.")
+    else:
+        loss_column, kl_column = st.columns(2)
+        with loss_column:
+            st.caption("Loss per image (reconstruction + kl)")
+            parts = frame[frame.series.str.startswith("loss")]
+            st.line_chart(parts, x="epoch", y="value", color="series", height=280)
+        with kl_column:
+            st.caption("Reconstruction and KL per image")
+            parts = frame[~frame.series.str.startswith("loss")]
+            st.line_chart(parts, x="epoch", y="value", color="series", height=280)
+    rows = job.epochs()
+    if rows:
+        latest = rows[-1]
+        st.caption(
+            f"Samples from a fixed set of latent points after epoch {latest['epoch']} "
+            f"({latest['active_units']} of {job.model_config.latent_dim} latent units active)"
+        )
+        ui.show_images(latest["samples"], cols=8, scale=2)
+
+
+job = ui.training_job()
+dataset = ui.dataset()
+
+if job is not None and job.running:
+    st.info(f"Training **{job.out_dir.name}** on {job.dataset.report.source}.")
+
+    @st.fragment(run_every=1.0)
+    def live() -> None:
+        if not job.running:
+            st.rerun(scope="app")  # switch the whole page to the finished state
+        if st.button("Stop", type="primary", help="Ends after the current batch; saves the run"):
+            job.stop()
+            st.toast("Stopping after the current batch…")
+        draw(job)
+
+    live()
+    st.stop()
+
+if job is not None:
+    if job.status in ("finished", "stopped", "diverged") and job.run_dir is not None:
+        if not st.session_state.get("job_announced"):
+            ui.set_active_run(job.run_dir)
+            st.session_state["job_announced"] = True
+        note = {
+            "finished": st.success,
+            "stopped": st.warning,
+            "diverged": st.warning,
+        }[job.status]
+        title = "Training finished" if job.status == "finished" else "Training ended early"
+        note(f"{title}: run **{job.run_dir.name}** is saved and now the active model. {job.message}")
+        st.page_link("pages/generate.py", label="Generate dogs with it", icon="🎲")
+    elif job.status == "failed":
+        st.error(f"Training failed: {job.message}")
+    draw(job)
+    rows = job.epochs()
+    if len(rows) > 1:
+        shown = st.slider("Samples after epoch", 1, len(rows), len(rows))
+        ui.show_images(rows[shown - 1]["samples"], cols=8, scale=2)
+    st.divider()
+
+if dataset is None:
+    st.info("Load a dataset on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon="🗂️")
+    st.stop()
+if dataset.report.readable == 0:
+    st.error("The loaded dataset has no readable image. Load another one on the Data page.")
+    st.stop()
+
+st.write(f"Dataset: **{dataset.report.source}**, {dataset.report.summary()}.")
+preset_name = st.selectbox(
+    "Preset", list(PRESETS), format_func=lambda name: f"{name}: {PRESETS[name].description}"
+)
+preset = PRESETS[preset_name]
+with st.form("settings"):
+    epochs_column, batch_column, latent_column, rate_column = st.columns(4)
+    epochs = epochs_column.number_input(
+        "Epochs", min_value=1, max_value=MAX_EPOCHS, value=preset.train.epochs
+    )
+    batch_size = batch_column.number_input(
+        "Batch size", min_value=1, max_value=MAX_BATCH_SIZE, value=preset.train.batch_size
+    )
+    latent_dim = latent_column.number_input(
+        "Latent size", min_value=1, max_value=MAX_LATENT_DIM, value=preset.model.latent_dim
+    )
+    learning_rate = rate_column.number_input(
+        "Learning rate",
+        min_value=1e-6,
+        max_value=1.0,
+        value=preset.train.learning_rate,
+        format="%.5f",
+        step=1e-4,
+    )
+    st.session_state.setdefault("run_name", f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_name = st.text_input("Run name", key="run_name")
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    try:
+        start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, run_name.strip())
+    except (ValueError, RuntimeError, OSError) as error:
+        st.error(str(error))
+    else:
+        st.rerun()

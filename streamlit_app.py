@@ -1,0 +1,19 @@
+"""dogvae: play with a convolutional VAE trained on dog photos.
+
+Page config and navigation only; each page lives in pages/.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="dogvae", page_icon="🐕", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("pages/data.py", title="Data", icon="🗂️", default=True),
+        st.Page("pages/train.py", title="Train", icon="🏋️"),
+        st.Page("pages/generate.py", title="Generate", icon="🎲"),
+        st.Page("pages/interpolate.py", title="Interpolate", icon="🔀"),
+        st.Page("pages/models.py", title="Models", icon="💾"),
+    ]
+)
+navigation.run()
