@@ -323,12 +323,12 @@ def _evaluate(args) -> int:
     }[args.split]
     if len(images) == 0:
         raise ValueError(f"the {args.split} split of {args.data} has no readable image")
-    run = _load_run(args.run)
     import keras
 
+    keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer
+    run = _load_run(args.run)
     from dogvae.model import per_image_losses
 
-    keras.utils.set_random_seed(args.seed)
     losses = per_image_losses(run.encoder, run.decoder, images)
     result = {
         "run": str(info.path),

@@ -20,11 +20,23 @@ from dogvae.config import ModelConfig
 
 @keras.saving.register_keras_serializable(package="dogvae")
 class Sampling(layers.Layer):
-    """Draws z = z_mean + exp(z_log_var / 2) * epsilon (the reparameterisation trick)."""
+    """Draws z = z_mean + exp(z_log_var / 2) * epsilon (the reparameterisation trick).
+
+    The layer owns its SeedGenerator (seeded from keras.utils.set_random_seed at
+    build time). Keras' global generator would do for one model, but
+    set_random_seed replaces it, and a compiled train step that captured the old
+    one then fails with "referencing variables which have been deleted" when a
+    server trains several models. The generator's state is not a weight: the
+    parameter counts and saved files are those of the original design.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator()
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean))
+        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 

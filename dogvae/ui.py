@@ -130,13 +130,19 @@ def training_job() -> TrainingJob | None:
 def show_images(images: np.ndarray, *, cols: int | None = None, scale: int = 2, caption=None):
     """A grid of images (N, H, W, C) as one picture, pixels enlarged for the screen."""
     grid = latent.image_grid(images, cols=cols)
-    st.image(_display(latent.upscale(grid, scale)), caption=caption)
+    st.image(_display(latent.upscale(grid, scale)), caption=caption, output_format="PNG")
     return grid
 
 
 def show_image(image: np.ndarray, *, scale: int = 4, caption=None, width: Any = "content"):
     """One image (H, W, C) enlarged for the screen."""
-    st.image(_display(latent.upscale(latent.to_uint8(image), scale)), caption=caption, width=width)
+    # PNG: the default JPEG blurs the edges of enlarged pixels.
+    st.image(
+        _display(latent.upscale(latent.to_uint8(image), scale)),
+        caption=caption,
+        width=width,
+        output_format="PNG",
+    )
 
 
 def _display(image: np.ndarray) -> np.ndarray:

@@ -61,9 +61,7 @@ def start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, r
         dataset=dataset,
         model_config=model_config,
         train_config=train_config,
-        data_config=DataConfig(
-            image_size=report.image_size, channels=report.channels, limit=None
-        ),
+        data_config=DataConfig(image_size=report.image_size, channels=report.channels, limit=None),
         out_dir=out_dir,
         preset=preset_name,
         slots=ui.training_slots(ui.max_trainings()),
@@ -83,7 +81,9 @@ def chart_frame(job: TrainingJob) -> pd.DataFrame:
     for row in job.epochs():
         for key in ("val_loss", "val_reconstruction", "val_kl"):
             if row.get(key) == row.get(key) and key in row:  # NaN when there is no validation
-                records.append({"epoch": float(row["epoch"]), "value": row[key], "series": SERIES[key]})
+                records.append(
+                    {"epoch": float(row["epoch"]), "value": row[key], "series": SERIES[key]}
+                )
     return pd.DataFrame.from_records(records, columns=["epoch", "value", "series"])
 
 
@@ -148,7 +148,9 @@ if job is not None:
             "diverged": st.warning,
         }[job.status]
         title = "Training finished" if job.status == "finished" else "Training ended early"
-        note(f"{title}: run **{job.run_dir.name}** is saved and now the active model. {job.message}")
+        note(
+            f"{title}: run **{job.run_dir.name}** is saved and now the active model. {job.message}"
+        )
         st.page_link("pages/generate.py", label="Generate dogs with it", icon="🎲")
     elif job.status == "failed":
         st.error(f"Training failed: {job.message}")

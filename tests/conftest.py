@@ -115,7 +115,7 @@ def make_broken(path: str | Path) -> Path:
     return path
 
 
-def _write_dogs(folder: Path, count: int) -> list[Path]:
+def write_dogs(folder: Path, count: int) -> list[Path]:
     """``count`` images alternating PNG/JPEG and sizes, as folder/<breed>/<breed>_NN.ext."""
     paths = []
     for index in range(count):
@@ -141,7 +141,7 @@ def image_folder(tmp_path: Path) -> Path:
         photos/empty.png                (0 bytes, "empty")
     """
     folder = tmp_path / "photos"
-    _write_dogs(folder, 12)
+    write_dogs(folder, 12)
     make_broken(folder / "broken.jpg")
     (folder / "empty.png").write_bytes(b"")
     return folder
@@ -157,7 +157,7 @@ def dataset_csv(tmp_path: Path) -> Path:
     ``images/broken.jpg`` (text). Loaded, it gives 12 readable of 14 rows.
     """
     folder = tmp_path / "csv_data"
-    images = _write_dogs(folder / "images", 12)
+    images = write_dogs(folder / "images", 12)
     make_broken(folder / "images" / "broken.jpg")
     rows = [
         [path.relative_to(folder).as_posix(), path.parent.name, "valid" if i in (4, 9) else "train"]
@@ -180,9 +180,47 @@ def dataset_zip(tmp_path: Path) -> Path:
     (6 each, PNG and JPEG), so the labels are ``beagle`` and ``poodle``.
     """
     source = tmp_path / "zip_source"
-    images = _write_dogs(source / "dogs", 12)
+    images = write_dogs(source / "dogs", 12)
     zip_path = tmp_path / "dogs.zip"
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in images:
             archive.write(path, path.relative_to(source).as_posix())
     return zip_path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Empty data and runs folders, set as DOGVAE_DATA_DIR and DOGVAE_RUNS_DIR for the app."""
+    data_dir, runs_dir = tmp_path / "app_data", tmp_path / "app_runs"
+    data_dir.mkdir()
+    runs_dir.mkdir()
+    monkeypatch.setenv("DOGVAE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DOGVAE_RUNS_DIR", str(runs_dir))
+    return data_dir, runs_dir
+
+
+def open_app(page: str | None = None):
+    """The app in Streamlit's AppTest, run once, optionally switched to ``pages/<page>.py``."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60).run()
+    if page is not None:
+        app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_gc():
+    """AppTest collects garbage after every rerun; with TensorFlow loaded that costs ~0.5 s.
+
+    Freezing what exists at session start (and again in fixtures that load models)
+    keeps it out of each collection, as the app itself does after loading a model.
+    """
+    import gc
+
+    gc.freeze()
+    yield

@@ -32,13 +32,23 @@ def run_cli(*args, timeout=300):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A run trained for one epoch through the CLI on tiny generated images."""
-    from tests.conftest import _write_dogs
+    from tests.conftest import write_dogs
 
     folder = tmp_path_factory.mktemp("dogs")
-    _write_dogs(folder / "images", 24)
+    write_dogs(folder / "images", 24)
     run_dir = folder / "run"
-    code = main(["train", str(folder / "images"), "--out", str(run_dir), "--epochs", "2",
-                 "--batch-size", "8"])
+    code = main(
+        [
+            "train",
+            str(folder / "images"),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert code == 0
     return run_dir, folder / "images"
 
@@ -48,8 +58,9 @@ def test_help_is_fast_and_does_not_import_tensorflow():
         "import sys, time; t = time.perf_counter(); from dogvae.cli import build_parser;"
         "build_parser().format_help(); print(time.perf_counter() - t, 'tensorflow' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[1] == "False"
     started = time.perf_counter()
     code, stdout, _ = run_cli("--help")
@@ -60,8 +71,7 @@ def test_help_is_fast_and_does_not_import_tensorflow():
 def test_train_writes_a_run_and_prints_one_line_per_epoch(trained_run, capsys):
     run_dir, _ = trained_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras", "config.json",
-         "history.csv"]
+        ["encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras", "config.json", "history.csv"]
     )
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "finished" and config["epochs_completed"] == 2
@@ -70,13 +80,28 @@ def test_train_writes_a_run_and_prints_one_line_per_epoch(trained_run, capsys):
 
 
 def test_train_output(tmp_path, image_folder, capsys):
-    code = main(["train", str(image_folder), "--out", str(tmp_path / "r"), "--epochs", "2",
-                 "--batch-size", "4", "--latent-dim", "3", "--limit", "10"])
+    code = main(
+        [
+            "train",
+            str(image_folder),
+            "--out",
+            str(tmp_path / "r"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--latent-dim",
+            "3",
+            "--limit",
+            "10",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("data: 8 of 10 images readable (1 not an image, 1 empty)")
     assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == [
-        "1/2", "2/2"
+        "1/2",
+        "2/2",
     ]
     assert "saved" in out
     assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["latent_dim"] == 3
@@ -116,8 +141,25 @@ def test_interpolate_between_two_images(trained_run, tmp_path):
     run_dir, images = trained_run
     first, second = sorted(images.rglob("*.png"))[:2]
     out = tmp_path / "between.gif"
-    assert main(["interpolate", str(run_dir), "--out", str(out), "--from", str(first),
-                 "--to", str(second), "--steps", "4", "--method", "linear"]) == 0
+    assert (
+        main(
+            [
+                "interpolate",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--from",
+                str(first),
+                "--to",
+                str(second),
+                "--steps",
+                "4",
+                "--method",
+                "linear",
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).n_frames == 4
 
 
@@ -142,10 +184,14 @@ def write(path, text, encoding="utf-8"):
         (lambda t: ["report", t / "nope.csv"], "no such file"),
         (lambda t: ["report", write(t / "x.csv", "path,label\na.png,1\n")], "filepaths"),
         (lambda t: ["report", write(t / "x.csv", "filepaths\nmissing.png\n")], "no readable image"),
-        (lambda t: ["report", write(t / "x.csv", "filepaths\n../../etc/passwd\n")],
-         "no readable image"),
-        (lambda t: ["train", write(t / "x.csv", "filepaths\nmissing.png\n"), "--out", t / "r"],
-         "no readable image"),
+        (
+            lambda t: ["report", write(t / "x.csv", "filepaths\n../../etc/passwd\n")],
+            "no readable image",
+        ),
+        (
+            lambda t: ["train", write(t / "x.csv", "filepaths\nmissing.png\n"), "--out", t / "r"],
+            "no readable image",
+        ),
         (lambda t: ["train", t, "--out", t / "r", "--epochs", "0"], "must be at least 1"),
         (lambda t: ["train", t, "--out", t / "r", "--batch-size", "-1"], "must be at least 1"),
         (lambda t: ["train", t, "--out", t / "r", "--epochs", "1000000"], "epochs must be"),
@@ -155,8 +201,10 @@ def write(path, text, encoding="utf-8"):
         (lambda t: ["generate", t, "--out", t / "g.png"], "not a dogvae run"),
         (lambda t: ["generate", t / "none", "--out", t / "g.png"], "no such run folder"),
         (lambda t: ["generate", t, "--out", t / "g.jpg"], "must end in .png"),
-        (lambda t: ["interpolate", t, "--out", t / "g.gif", "--from", t / "a.png"],
-         "both --from and --to"),
+        (
+            lambda t: ["interpolate", t, "--out", t / "g.gif", "--from", t / "a.png"],
+            "both --from and --to",
+        ),
         (lambda t: ["evaluate", t, t], "not a dogvae run"),
     ],
 )

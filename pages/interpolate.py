@@ -1,0 +1,162 @@
+"""Interpolate: the way from one dog to another through latent space, as a strip and a GIF."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import streamlit as st
+
+from dogvae import latent, ui
+from dogvae.data import decode_image
+
+RANDOM = "Random point"
+DATASET = "Dataset image"
+UPLOAD = "Uploaded photo"
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+# Streamlit shrinks (bilinearly) any image wider than this; a strip is only
+# enlarged when it still fits, so its pixels stay sharp.
+MAX_IMAGE_WIDTH = 1460
+GIF_SIDE = 256  # frames are enlarged to about this many pixels a side
+
+ui.sidebar()
+st.title("Interpolate")
+run = ui.require_model()
+
+# After require_model, so that without a model the page does not wait for TensorFlow.
+from dogvae.model import decode, encode  # noqa: E402
+
+config = run.info.model_config
+image_shape = (config.image_size, config.image_size, config.channels)
+colour = "grayscale" if config.channels == 1 else "RGB"
+
+
+def dataset_point(side: str) -> np.ndarray | None:
+    """The encoder's mean for an image of the loaded dataset, or None with the reason shown."""
+    dataset = ui.dataset()
+    if dataset is None or len(dataset.images) == 0:
+        st.info("No dataset loaded. Load one on the **Data** page to start from its images.")
+        return None
+    if dataset.images.shape[1:] != image_shape:
+        height, width, channels = dataset.images.shape[1:]
+        st.info(
+            f"The loaded dataset has {width}x{height} "
+            f"{'grayscale' if channels == 1 else 'RGB'} images, but this model takes "
+            f"{config.image_size}x{config.image_size} {colour}. Load the dataset with those "
+            "image settings on the **Data** page."
+        )
+        return None
+    count = len(dataset.images)
+    # The count is in the key: a smaller dataset must not inherit an index beyond its end.
+    index = st.number_input(
+        f"Image (0 to {count - 1})", 0, count - 1, key=f"interpolate-{side.lower()}-index-{count}"
+    )
+    image = dataset.images[index]
+    ui.show_image(image, scale=2, caption=f"Dataset image {index}")
+    return encode(run.encoder, image[None])[0][0]
+
+
+def uploaded_point(side: str) -> np.ndarray | None:
+    """The encoder's mean for an uploaded photo, or None with the reason shown."""
+    upload = st.file_uploader("Photo", type=UPLOAD_TYPES, key=f"interpolate-{side.lower()}-upload")
+    if upload is None:
+        st.info(f"Upload a photo of a dog to use it as the {side.lower()}.")
+        return None
+    try:
+        image = decode_image(upload.getvalue(), config.image_size, config.channels)
+    except ValueError as error:
+        st.error(
+            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
+        )
+        return None
+    ui.show_image(image, scale=2, caption=upload.name)
+    return encode(run.encoder, image[None])[0][0]
+
+
+def endpoint(side: str, default_seed: int) -> np.ndarray | None:
+    """One end of the path, chosen in the current column; None while it is missing."""
+    st.subheader(side)
+    source = st.segmented_control(
+        "From",
+        [RANDOM, DATASET, UPLOAD],
+        default=RANDOM,
+        required=True,
+        key=f"interpolate-{side.lower()}-source",
+        persist_state="session",
+    )
+    if source == DATASET:
+        return dataset_point(side)
+    if source == UPLOAD:
+        return uploaded_point(side)
+    seed = st.number_input(
+        "Seed",
+        min_value=0,
+        value=default_seed,
+        key=f"interpolate-{side.lower()}-seed",
+        persist_state="session",
+    )
+    point = latent.sample_latents(1, config.latent_dim, seed)[0]
+    ui.show_image(decode(run.decoder, point)[0], scale=2, caption=f"Seed {seed}")
+    return point
+
+
+def animation(frames: np.ndarray, scale: int) -> bytes:
+    """The frames enlarged, forwards then backwards, as GIF bytes."""
+    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
+    return latent.gif_bytes(enlarged, bounce=True)
+
+
+@st.fragment
+def frame_viewer(frames: np.ndarray) -> None:
+    """One frame, large; a fragment so that moving the slider does not decode again."""
+    number = st.slider("Frame", 1, len(frames), 1, key="interpolate-frame")
+    ui.show_image(frames[number - 1], scale=4, caption=f"Frame {number} of {len(frames)}")
+
+
+start_column, end_column = st.columns(2)
+with start_column:
+    start = endpoint("Start", 1)
+with end_column:
+    end = endpoint("End", 2)
+
+steps_column, method_column = st.columns(2)
+steps = steps_column.slider("Steps", 2, 32, 8, key="interpolate-steps", persist_state="session")
+method = method_column.radio(
+    "Method",
+    ["slerp", "linear"],
+    horizontal=True,
+    key="interpolate-method",
+    persist_state="session",
+    help="slerp follows an arc, so every point stays about as far from the origin as the ends; "
+    "linear takes the straight line, which passes nearer the origin, where the prior has few "
+    "samples.",
+)
+
+if start is None or end is None:
+    st.info("Choose both ends above to see the interpolation.")
+else:
+    frames = decode(run.decoder, latent.interpolate(start, end, steps, method))
+    strip = latent.image_strip(frames)
+    strip_scale = 2 if config.image_size <= 64 and 2 * strip.shape[1] <= MAX_IMAGE_WIDTH else 1
+    ui.show_image(strip, scale=strip_scale, caption=f"{steps} steps, {method}")
+    frame_viewer(frames)
+
+    gif_scale = max(1, GIF_SIDE // config.image_size)
+    with st.container(horizontal=True):
+        st.download_button(
+            "Download PNG strip",
+            latent.png_bytes(strip),
+            file_name=f"{run.info.name}-interpolation.png",
+            mime="image/png",
+            on_click="ignore",
+            key="interpolate-png-download",
+        )
+        st.download_button(
+            "Download GIF",
+            # Made only when clicked: encoding all the frames is the slow part of the page.
+            functools.partial(animation, frames, gif_scale),
+            file_name=f"{run.info.name}-interpolation.gif",
+            mime="image/gif",
+            on_click="ignore",
+            key="interpolate-gif-download",
+        )

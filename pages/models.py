@@ -1,0 +1,220 @@
+"""Models: the saved runs, to pick the active one, download it or delete it.
+
+Only each run's config.json and history.csv are read here, so the page opens
+without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dogvae import runs, ui
+
+PENDING_DELETE = "models_pending_delete"  # session key: path of the run awaiting "Confirm delete"
+NOTICE = "models_notice"  # session key: a message to show once, after a rerun
+
+
+def number(value: Any, digits: int = 1) -> str:
+    """A loss or a duration for reading; a dash when the run did not record it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return "–"  # absent, NaN, or hand-edited into something else
+    return f"{value:,.{digits}f}"
+
+
+def created(run: runs.RunInfo) -> str:
+    """When the run was saved, in UTC, to the minute."""
+    try:
+        moment = datetime.fromisoformat(run.created)
+    except (TypeError, ValueError):
+        return str(run.created or "unknown")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def images(run: runs.RunInfo) -> int | None:
+    data = run.config.get("data") or {}
+    counts = (data.get("train"), data.get("validation") or 0)
+    return sum(counts) if all(isinstance(count, int) for count in counts) else None
+
+
+def is_active(run: runs.RunInfo, active_path: Path | None) -> bool:
+    return active_path is not None and run.path.resolve() == active_path.resolve()
+
+
+def table_row(run: runs.RunInfo, active: bool) -> dict[str, Any]:
+    return {
+        "active": active,
+        "run": run.name,
+        "preset": run.config.get("preset", ""),
+        "status": run.config.get("status", ""),
+        "created": created(run)[:10],
+        "epochs": run.config.get("epochs_completed"),
+        "images": images(run),
+        "latent size": run.model_config.latent_dim,
+        "loss": run.final.get("loss"),
+        "val loss": run.final.get("val_loss"),
+        "seconds": run.config.get("seconds"),
+    }
+
+
+def settings(run: runs.RunInfo) -> str:
+    model, train = run.model_config, run.train_config
+    colour = "grayscale" if model.channels == 1 else "RGB"
+    return (
+        f"Preset **{run.config.get('preset', 'custom')}** · latent size **{model.latent_dim}** · "
+        f"{model.image_size}×{model.image_size} {colour} · "
+        f"{run.config.get('epochs_completed', '?')} of {train.epochs} epochs · "
+        f"batch size {train.batch_size} · learning rate {train.learning_rate:g}"
+    )
+
+
+def dataset(run: runs.RunInfo) -> str:
+    data = run.config.get("data") or {}
+    source = f" from `{data['source']}`" if data.get("source") else ""
+    if images(run) is None:
+        return f"Trained on an unrecorded number of images{source}."
+    return (
+        f"Trained on {data['train']:,} images, validated on {data.get('validation') or 0:,}"
+        f"{source}."
+    )
+
+
+def outcome(run: runs.RunInfo) -> None:
+    status = run.config.get("status", "finished")
+    message = run.config.get("message", "")
+    if status == "finished":
+        st.caption(f"Finished: {message}" if message else "Finished.")
+    elif status == "stopped":
+        st.warning(f"Stopped before the last epoch: {message}", icon="⏹️")
+    elif status == "diverged":
+        st.warning(f"Training diverged: {message}", icon="⚠️")
+    else:
+        st.warning(f"Training ended as {status!r}: {message}")
+
+
+def losses(run: runs.RunInfo) -> str:
+    final = run.final
+    line = (
+        f"Final loss **{number(final.get('loss'))}** (reconstruction "
+        f"{number(final.get('reconstruction'))} + KL {number(final.get('kl'))})"
+    )
+    if final.get("val_loss") is not None:
+        line += f" · validation **{number(final.get('val_loss'))}**"
+    return f"{line} · trained for {number(run.config.get('seconds'), 0)} s · saved {created(run)}"
+
+
+def loss_curve(run: runs.RunInfo) -> None:
+    history = pd.DataFrame(runs.read_history(run.path))
+    columns = [
+        column
+        for column in ("loss", "val_loss")
+        if column in history and history[column].notna().any()
+    ]
+    if "epoch" not in history or not columns:
+        st.caption("No loss history was saved with this run.")
+        return
+    st.line_chart(
+        history, x="epoch", y=columns, x_label="epoch", y_label="loss per image", height=220
+    )
+
+
+def forget(path: Path) -> None:
+    """Drop the session's references to a deleted run; the active one falls back to the newest."""
+    if st.session_state.get(ui.ACTIVE_RUN) == str(path):
+        del st.session_state[ui.ACTIVE_RUN]
+    st.session_state.pop(PENDING_DELETE, None)
+
+
+def delete(run: runs.RunInfo) -> None:
+    try:
+        runs.delete_run(run.path)
+    except (OSError, ValueError) as error:
+        st.session_state.pop(PENDING_DELETE, None)
+        st.error(
+            f"Could not delete {run.name}: {error}. Check that the runs folder is writable, "
+            f"or delete `{run.path}` by hand."
+        )
+        return
+    forget(run.path)
+    st.session_state[NOTICE] = f"Deleted run {run.name}."
+    st.rerun()
+
+
+def run_card(run: runs.RunInfo, active: bool) -> None:
+    with st.container(border=True):
+        st.subheader(f"{run.name} :green-badge[active]" if active else run.name)
+        details, chart = st.columns([3, 2])
+        with details:
+            st.markdown(settings(run))
+            st.markdown(dataset(run))
+            st.markdown(losses(run))
+            outcome(run)
+        with chart:
+            loss_curve(run)
+
+        with st.container(horizontal=True):
+            if st.button("Make active", key=f"activate-{run.name}", disabled=active):
+                ui.set_active_run(run.path)
+                st.rerun()  # the sidebar and the badges were drawn with the old one
+            st.download_button(
+                "Download ZIP",
+                data=functools.partial(runs.zip_run, run.path),  # zipped only when clicked
+                file_name=f"{run.name}.zip",
+                mime="application/zip",
+                key=f"download-{run.name}",
+                on_click="ignore",
+            )
+            if st.button("Delete", key=f"delete-{run.name}"):
+                st.session_state[PENDING_DELETE] = str(run.path)
+
+        if st.session_state.get(PENDING_DELETE) == str(run.path):
+            st.warning(f"Delete run **{run.name}**? This cannot be undone.")
+            with st.container(horizontal=True):
+                if st.button("Confirm delete", key=f"confirm-delete-{run.name}", type="primary"):
+                    delete(run)
+                if st.button("Cancel", key=f"cancel-delete-{run.name}"):
+                    st.session_state.pop(PENDING_DELETE, None)
+                    st.rerun()
+
+
+ui.sidebar()
+st.title("Models")
+st.caption(f"Runs folder: `{ui.runs_dir()}`")
+if notice := st.session_state.pop(NOTICE, None):
+    st.success(notice)
+
+found, problems = ui.list_runs()
+active_path = ui.active_run_path()
+
+if not found:
+    st.info(
+        "No saved runs yet. Train a model on the **Train** page, or copy a run folder "
+        f"(with its config.json and .keras files) into `{ui.runs_dir()}`."
+    )
+else:
+    st.dataframe(
+        [table_row(run, is_active(run, active_path)) for run in found],
+        hide_index=True,
+        column_config={
+            "active": st.column_config.CheckboxColumn("active", width="small"),
+            "loss": st.column_config.NumberColumn(format="%.1f"),
+            "val loss": st.column_config.NumberColumn(format="%.1f"),
+            "seconds": st.column_config.NumberColumn(format="%.0f"),
+        },
+    )
+
+for path, why in problems:
+    st.warning(
+        f"Skipped the folder `{path.name}`: {why}. Delete it by hand, or train the model again.",
+        icon="🗂️",
+    )
+
+for run in found:
+    run_card(run, is_active(run, active_path))

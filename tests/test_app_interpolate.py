@@ -1,0 +1,268 @@
+"""AppTest for the Interpolate page: endpoints, the strip, the frame viewer and the downloads.
+
+One untrained seed-preset run is saved once per module and copied into each
+test's own runs folder.
+
+How images are compared: AppTest's media storage names every file after a hash
+of its bytes, so an ``st.image``'s URL changes exactly when its encoded pixels
+do. Where a test needs the pixels themselves, the ``media`` fixture records the
+bytes the page hands to Streamlit, by URL, and the deferred downloads (the GIF)
+as callables, by file name.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from dogvae import runs
+from dogvae.data import Dataset, DatasetReport
+
+APP = Path(__file__).parent.parent / "streamlit_app.py"
+PAGE = "pages/interpolate.py"
+SIDE = 64  # ModelConfig's default image size
+PAD = 2  # latent.image_strip's default border
+
+
+def vivid_decoder(config):
+    """An untrained decoder whose images differ visibly from one latent point to another.
+
+    A freshly initialised decoder draws flat gray: every pixel within 1/255 of
+    0.5. Its biases are zero and ReLU is scale-free, so four times every kernel
+    multiplies the sigmoid's input by 4**4 and spreads the pixels over 0..255.
+    """
+    from dogvae.model import build_decoder
+
+    decoder = build_decoder(config)
+    decoder.set_weights([4.0 * weights for weights in decoder.get_weights()])
+    return decoder
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory) -> Path:
+    """An untrained seed-preset run called "tiny"."""
+    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.model import build_encoder
+
+    folder = tmp_path_factory.mktemp("saved") / "tiny"
+    runs.save_run(
+        folder,
+        build_encoder(ModelConfig()),
+        vivid_decoder(ModelConfig()),
+        model_config=ModelConfig(),
+        train_config=TrainConfig(epochs=1),
+        data_config=DataConfig(),
+        data={"source": "test", "readable": 1},
+        history=[],
+        preset="seed",
+    )
+    return folder
+
+
+@pytest.fixture
+def runs_folder(tmp_path, monkeypatch) -> Path:
+    """An empty runs folder (and data folder) that the app uses."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("DOGVAE_RUNS_DIR", str(folder))
+    monkeypatch.setenv("DOGVAE_DATA_DIR", str(tmp_path / "data"))
+    return folder
+
+
+@pytest.fixture
+def tiny_run(runs_folder, saved_run) -> Path:
+    shutil.copytree(saved_run, runs_folder / "tiny")
+    return runs_folder / "tiny"
+
+
+@pytest.fixture
+def media(monkeypatch) -> dict:
+    """Images and eager downloads as {url: (bytes, name)}; deferred ones as {name: callable}."""
+    files: dict = {}
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def remember(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
+        url = add(self, path_or_data, mimetype, coordinates, file_name, **kwargs)
+        files[url] = (path_or_data, file_name)
+        return url
+
+    def remember_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", remember)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember_deferred)
+    return files
+
+
+def interpolate_page(dataset: Dataset | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if dataset is not None:
+        at.session_state["dataset"] = dataset
+    at.run()
+    assert not at.exception
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def image_url(at: AppTest, caption: str) -> str:
+    """The URL of the st.image whose caption starts with ``caption``: equal URLs, equal images."""
+    (url,) = [
+        url
+        for element in at.image
+        for url, text in zip(element.value, element.captions, strict=True)
+        if text.startswith(caption)
+    ]
+    return url
+
+
+def pixels(media: dict, url: str) -> np.ndarray:
+    data, _ = media[url]
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def make_dataset(count: int = 3, side: int = SIDE, channels: int = 1) -> Dataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, side, side, channels), dtype=np.uint8)
+    table = pd.DataFrame({"filepaths": [f"dog{i}.png" for i in range(count)], "split": "train"})
+    report = DatasetReport(
+        source="test",
+        kind="folder",
+        rows=count,
+        found=count,
+        readable=count,
+        unreadable=(),
+        train=count,
+        validation=0,
+        split="all train",
+        image_size=side,
+        channels=channels,
+    )
+    return Dataset(images=images, table=table, report=report)
+
+
+def png(side: int = 40) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((side, side, 3), 180, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_without_a_model_the_page_says_so(runs_folder):
+    at = interpolate_page()
+    assert any("No model yet" in error.value for error in at.error)
+    assert not at.image
+
+
+def test_strip_frames_and_downloads_follow_the_steps(tiny_run, media):
+    at = interpolate_page()
+    assert image_url(at, "Seed 1") != image_url(at, "Seed 2")
+    assert at.slider(key="interpolate-frame").max == 8
+
+    at.slider(key="interpolate-steps").set_value(5).run()
+    assert not at.exception
+    assert at.slider(key="interpolate-frame").max == 5
+    # latent.image_strip: 5 images in a row with 2-pixel borders, enlarged twice.
+    strip = pixels(media, image_url(at, "5 steps, slerp"))
+    assert strip.shape[:2] == (2 * (SIDE + 2 * PAD), 2 * (5 * SIDE + 6 * PAD))
+
+    data, file_name = media[at.download_button(key="interpolate-png-download").proto.url]
+    assert file_name == "tiny-interpolation.png"
+    assert Image.open(io.BytesIO(data)).size == (5 * SIDE + 6 * PAD, SIDE + 2 * PAD)
+
+    gif = Image.open(io.BytesIO(media["tiny-interpolation.gif"]()))
+    assert gif.n_frames == 2 * 5 - 2  # forwards, then backwards without repeating the ends
+    assert gif.size == (4 * SIDE, 4 * SIDE)
+
+
+def test_frame_slider_shows_that_frame(tiny_run):
+    at = interpolate_page()
+    first = image_url(at, "Frame 1 of 8")
+    at.slider(key="interpolate-frame").set_value(8).run()
+    assert not at.exception
+    assert image_url(at, "Frame 8 of 8") != first
+
+
+def test_linear_method_gives_another_path(tiny_run):
+    at = interpolate_page()
+    slerp = image_url(at, "8 steps, slerp")
+    at.radio(key="interpolate-method").set_value("linear").run()
+    assert not at.exception
+    assert image_url(at, "8 steps, linear") != slerp
+
+
+def test_changing_a_seed_changes_that_end(tiny_run):
+    at = interpolate_page()
+    end = image_url(at, "Seed 2")
+    at.number_input(key="interpolate-start-seed").set_value(7).run()
+    assert not at.exception
+    assert image_url(at, "Seed 7")
+    assert image_url(at, "Seed 2") == end
+
+
+def test_missing_upload_asks_for_one_and_the_page_still_works(tiny_run):
+    at = interpolate_page()
+    at.segmented_control(key="interpolate-end-source").set_value("Uploaded photo").run()
+    assert not at.exception
+    messages = [info.value for info in at.info]
+    assert any("Upload a photo" in message and "end" in message for message in messages)
+    assert any("Choose both ends" in message for message in messages)
+    assert not at.download_button
+    at.slider(key="interpolate-steps").set_value(4).run()
+    assert not at.exception
+
+
+def test_uploaded_non_image_is_refused_and_a_photo_is_used(tiny_run):
+    at = interpolate_page()
+    at.segmented_control(key="interpolate-start-source").set_value("Uploaded photo").run()
+    at.file_uploader(key="interpolate-start-upload").upload(
+        "notes.png", b"this is not a picture of a dog", "image/png"
+    )
+    at.run()
+    assert not at.exception
+    assert any("That file is not a usable image" in error.value for error in at.error)
+    assert not at.download_button
+
+    at.file_uploader(key="interpolate-start-upload").set_value(("dog.png", png(), "image/png"))
+    at.run()
+    assert not at.exception
+    assert not at.error
+    assert image_url(at, "dog.png")
+    assert at.slider(key="interpolate-frame").max == 8
+
+
+def test_dataset_image_as_an_end(tiny_run):
+    at = interpolate_page(make_dataset(count=3))
+    at.segmented_control(key="interpolate-start-source").set_value("Dataset image").run()
+    assert not at.exception
+    index = at.number_input(key="interpolate-start-index-3")
+    assert (index.min, index.max) == (0, 2)
+    first = image_url(at, "Dataset image 0")
+    strip = image_url(at, "8 steps, slerp")
+
+    index.set_value(2).run()
+    assert not at.exception
+    assert image_url(at, "Dataset image 2") != first
+    assert image_url(at, "8 steps, slerp") != strip
+
+
+def test_dataset_image_needs_a_matching_dataset(tiny_run):
+    at = interpolate_page()
+    at.segmented_control(key="interpolate-start-source").set_value("Dataset image").run()
+    assert not at.exception
+    assert any("**Data** page" in info.value for info in at.info)
+
+    at = interpolate_page(make_dataset(side=32, channels=3))
+    at.segmented_control(key="interpolate-start-source").set_value("Dataset image").run()
+    assert not at.exception
+    assert any("32x32 RGB" in info.value and "64x64 grayscale" in info.value for info in at.info)
+    assert not at.download_button

@@ -1,0 +1,115 @@
+"""The Train page in AppTest: the form, a real short training through TrainingJob, Stop."""
+
+import time
+
+import pytest
+
+from dogvae.config import DataConfig
+from dogvae.data import load_dataset
+from tests.conftest import open_app, write_dogs
+
+
+@pytest.fixture
+def train_app(app_dirs):
+    """The Train page with a 16-image dataset already loaded in the session."""
+    data_dir, runs_dir = app_dirs
+    write_dogs(data_dir / "dogs", 16)
+    app = open_app()
+    app.session_state["dataset"] = load_dataset(data_dir / "dogs", DataConfig())
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    return app, runs_dir
+
+
+def fill(app, *, epochs=1, batch_size=8, name="tiny-run"):
+    number = {box.label: box for box in app.number_input}
+    number["Epochs"].set_value(epochs)
+    number["Batch size"].set_value(batch_size)
+    app.text_input(key="run_name").set_value(name)
+    next(b for b in app.button if b.label == "Start training").click()
+    app.run()
+    assert not app.exception, app.exception
+
+
+def wait_for(job, seconds=120):
+    deadline = time.monotonic() + seconds
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not job.running, "training did not end in time"
+
+
+def test_without_a_dataset_the_page_says_where_to_get_one(app_dirs):
+    app = open_app("train")
+    assert any("Load a dataset on the Data page" in info.value for info in app.info)
+
+
+def test_a_short_training_ends_in_a_saved_active_run(train_app):
+    app, runs_dir = train_app
+    fill(app, epochs=2)
+    job = app.session_state["training_job"]
+    assert job.running or job.status == "finished"
+    app.run()  # the running view: progress, Stop button, chart
+    assert not app.exception
+    wait_for(job)
+    assert job.status == "finished", job.message
+    app.run()
+    assert not app.exception
+    assert any("Training finished" in s.value and "tiny-run" in s.value for s in app.success)
+    assert (runs_dir / "tiny-run" / "encoder.h5").is_file()
+    assert app.session_state["active_run"] == str(runs_dir / "tiny-run")
+    assert len(job.epochs()) == 2 and job.epochs()[-1]["samples"].shape == (16, 64, 64, 1)
+    assert app.image, "the sample grid is shown"
+    assert [s.label for s in app.slider] == ["Samples after epoch"]
+
+
+def test_stop_ends_training_and_still_saves(train_app):
+    app, runs_dir = train_app
+    fill(app, epochs=5000, batch_size=4, name="long-run")
+    job = app.session_state["training_job"]
+    while job.last_batch() is None and job.running:
+        time.sleep(0.05)
+    app.run()
+    stop = next(b for b in app.button if b.label == "Stop")
+    stop.click()
+    app.run()
+    wait_for(job, 60)
+    assert job.status == "stopped"
+    app.run()
+    assert not app.exception
+    assert any("ended early" in w.value and "long-run" in w.value for w in app.warning)
+    assert (runs_dir / "long-run" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("../escape", "Run names use letters"), ("", "Run names use letters")],
+)
+def test_bad_run_names_are_refused(train_app, name, message):
+    app, runs_dir = train_app
+    fill(app, name=name)
+    assert any(message in error.value for error in app.error)
+    assert "training_job" not in app.session_state
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_an_existing_run_is_never_overwritten(train_app):
+    app, runs_dir = train_app
+    (runs_dir / "taken").mkdir()
+    (runs_dir / "taken" / "config.json").write_text("{}")
+    fill(app, name="taken")
+    assert any("already exists" in error.value for error in app.error)
+    assert (runs_dir / "taken" / "config.json").read_text() == "{}"
+
+
+def test_the_server_wide_limit_gives_a_clear_message(train_app, monkeypatch):
+    from dogvae import ui
+
+    monkeypatch.setenv("DOGVAE_MAX_TRAININGS", "1")
+    slots = ui.training_slots(1)
+    slots.acquire()  # another session is training
+    try:
+        app, _ = train_app
+        fill(app, name="second")
+        assert any("already running on this server" in error.value for error in app.error)
+    finally:
+        slots.release()
