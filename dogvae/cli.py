@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
     train.add_argument("--learning-rate", type=_number, help="Adam's learning rate")
     train.add_argument("--kl-warmup", type=_non_negative_int, help="epochs of KL warm-up")
+    train.add_argument(
+        "--budget-minutes", type=_number, help="stop and save after this much training time"
+    )
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     train.add_argument("--limit", type=_positive_int, help="use only the first N images")
     train.add_argument("--data-root", help="folder that image paths must stay inside")
@@ -168,6 +171,7 @@ def _train(args) -> int:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "kl_warmup_epochs": args.kl_warmup,
+        "budget_minutes": args.budget_minutes,
         "seed": args.seed,
     }
     train_config = replace(
@@ -327,15 +331,17 @@ def _evaluate(args) -> int:
 
     keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer
     run = _load_run(args.run)
-    from dogvae.model import per_image_losses
+    from dogvae.model import evaluate_images
 
-    losses = per_image_losses(run.encoder, run.decoder, images)
+    figures = evaluate_images(run.encoder, run.decoder, images)
     result = {
         "run": str(info.path),
         "data": str(args.data),
         "split": args.split,
         "images": len(images),
-        **{key: round(float(values.mean()), 3) for key, values in losses.items()},
+        **{key: round(value, 3) for key, value in figures.items()},
+        "parameters": info.config.get("parameters"),
+        "train_seconds": info.config.get("seconds"),
     }
     print(json.dumps(result, indent=2))
     return 0

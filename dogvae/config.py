@@ -64,7 +64,8 @@ class ModelConfig:
         channels: 1 for grayscale, 3 for RGB.
         latent_dim: Size of the latent space.
         conv_filters: Filters of the encoder's stride-2 convolutions, in order.
-        dense_units: Width of the encoder's hidden dense layer.
+        dense_units: Width of the encoder's hidden dense layer (0: none, the heads
+            read the flattened convolutions directly).
         batch_norm: Batch normalisation after every convolution.
         logvar_clamp: Clamp z_log_var to [-clamp, clamp] (None: no clamp).
     """
@@ -94,8 +95,10 @@ class ModelConfig:
                 f"image_size {self.image_size} is not divisible by 2**{len(self.conv_filters)} "
                 "(one halving per convolution)"
             )
-        if not _is_int(self.dense_units) or not 1 <= self.dense_units <= 8192:
-            raise ValueError(f"dense_units must be from 1 to 8192, got {self.dense_units!r}")
+        if not _is_int(self.dense_units) or not 0 <= self.dense_units <= 8192:
+            raise ValueError(
+                f"dense_units must be from 0 (no hidden layer) to 8192, got {self.dense_units!r}"
+            )
         if self.logvar_clamp is not None and not (
             _is_number(self.logvar_clamp) and 0 < self.logvar_clamp <= 100
         ):
@@ -115,6 +118,7 @@ class TrainConfig:
         kl_weight: Final weight of the KL term (1.0 is the plain VAE).
         kl_warmup_epochs: Epochs over which the KL weight rises linearly from 0.
         report_every: Report progress every this many batches.
+        budget_minutes: Stop (and save) once training has run this long (None: no limit).
     """
 
     epochs: int = 30
@@ -124,6 +128,7 @@ class TrainConfig:
     kl_weight: float = 1.0
     kl_warmup_epochs: int = 0
     report_every: int = 5
+    budget_minutes: float | None = None
 
     def validate(self) -> TrainConfig:
         if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
@@ -142,6 +147,12 @@ class TrainConfig:
             raise ValueError(
                 f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}"
             )
+        if self.budget_minutes is not None and not (
+            _is_number(self.budget_minutes) and 0 < self.budget_minutes <= 7 * 24 * 60
+        ):
+            raise ValueError(
+                f"budget_minutes must be in (0, 10080] or None, got {self.budget_minutes!r}"
+            )
         if not _is_int(self.report_every) or self.report_every < 1:
             raise ValueError(f"report_every must be a positive integer, got {self.report_every!r}")
         return self
@@ -157,6 +168,15 @@ class Preset:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+_QUALITY_MODEL = ModelConfig(
+    latent_dim=64,
+    conv_filters=(32, 64, 128, 128),
+    dense_units=0,
+    batch_norm=True,
+    logvar_clamp=10.0,
+)
+_QUALITY_TRAIN = TrainConfig(epochs=40, batch_size=64, learning_rate=1e-3, kl_warmup_epochs=5)
+
 PRESETS: dict[str, Preset] = {
     "seed": Preset(
         name="seed",
@@ -164,6 +184,26 @@ PRESETS: dict[str, Preset] = {
             "The original design: Conv2D 32/64, Dense 16, latent 2, 64x64 grayscale. "
             "Encoder 281,044 and decoder 104,833 parameters."
         ),
+    ),
+    "seed-wide": Preset(
+        name="seed-wide",
+        description="The seed with its 16-unit dense layer widened to 256 and a latent of 32.",
+        model=ModelConfig(latent_dim=32, dense_units=256),
+    ),
+    "quality": Preset(
+        name="quality",
+        description=(
+            "Four batch-normalised convolutions (32-64-128-128) straight into a 64-dim latent, "
+            "log-variance clamp, 5 epochs of KL warm-up; 64x64 grayscale."
+        ),
+        model=_QUALITY_MODEL,
+        train=_QUALITY_TRAIN,
+    ),
+    "quality-rgb": Preset(
+        name="quality-rgb",
+        description="The quality preset in colour: 64x64 RGB.",
+        model=dataclasses.replace(_QUALITY_MODEL, channels=3),
+        train=_QUALITY_TRAIN,
     ),
 }
 

@@ -38,7 +38,8 @@ class TrainResult:
         encoder: The trained encoder (last good weights).
         decoder: The trained decoder (last good weights).
         history: One dict per epoch (see ``LiveHistory``).
-        status: "finished", "stopped" (by the user) or "diverged" (NaN/Inf loss).
+        status: "finished", "stopped" (by the user), "budget" (time budget reached)
+            or "diverged" (NaN/Inf loss).
         message: One sentence for the user.
         seconds: Wall-clock training time.
     """
@@ -122,7 +123,15 @@ def _make_live_history(keras):
                 )
                 self.model.stop_training = True
                 return
-            if self.stop_event is not None and self.stop_event.is_set():
+            budget = self.config.budget_minutes
+            if budget is not None and time.perf_counter() - self.started > budget * 60:
+                self.status = "budget"
+                self.message = (
+                    f"reached the time budget of {budget:g} minutes at epoch {self.epoch + 1}, "
+                    f"batch {batch + 1}; saved what was learned."
+                )
+                self.model.stop_training = True
+            elif self.stop_event is not None and self.stop_event.is_set():
                 self.status = "stopped"
                 self.message = (
                     f"stopped by the user at epoch {self.epoch + 1}, batch {batch + 1}; "

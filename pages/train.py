@@ -138,16 +138,19 @@ if job is not None and job.running:
     st.stop()
 
 if job is not None:
-    if job.status in ("finished", "stopped", "diverged") and job.run_dir is not None:
+    if job.status in ("finished", "budget", "stopped", "diverged") and job.run_dir is not None:
         if not st.session_state.get("job_announced"):
             ui.set_active_run(job.run_dir)
             st.session_state["job_announced"] = True
         note = {
             "finished": st.success,
+            "budget": st.success,
             "stopped": st.warning,
             "diverged": st.warning,
         }[job.status]
-        title = "Training finished" if job.status == "finished" else "Training ended early"
+        title = (
+            "Training finished" if job.status in ("finished", "budget") else "Training ended early"
+        )
         note(
             f"{title}: run **{job.run_dir.name}** is saved and now the active model. {job.message}"
         )

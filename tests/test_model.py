@@ -144,3 +144,26 @@ def test_encode_and_decode_helpers():
 
 def test_sampling_layer_is_registered_for_h5_loading():
     assert keras.saving.get_registered_object("dogvae>Sampling") is Sampling
+
+
+def test_evaluation_reports_floor_excess_and_psnr():
+    from dogvae.model import evaluate_images
+
+    config = ModelConfig(image_size=32, conv_filters=(8, 16))
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    images = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 1)).astype(np.uint8)
+    figures = evaluate_images(encoder, decoder, images, batch_size=4)
+    x = images.astype("float64") / 255
+    x = np.clip(x, 1e-7, 1 - 1e-7)
+    expected_floor = (-(x * np.log(x) + (1 - x) * np.log(1 - x))).sum(axis=(1, 2, 3)).mean()
+    assert figures["floor"] == pytest.approx(expected_floor, rel=1e-4)
+    assert figures["excess"] == pytest.approx(figures["loss"] - figures["floor"], rel=1e-5)
+    assert figures["excess"] > 0  # no model beats the floor
+    # An untrained decoder outputs ~0.5 everywhere: PSNR of uniform noise against 0.5 is ~10.8 dB.
+    assert 9 < figures["psnr"] < 13
+
+
+def test_no_hidden_dense_layer_when_dense_units_is_zero():
+    encoder = build_encoder(ModelConfig(dense_units=0, latent_dim=4))
+    assert "dense" not in [layer.name for layer in encoder.layers]
+    assert encoder.get_layer("z_mean").input.shape[-1] == 16 * 16 * 64

@@ -215,3 +215,15 @@ def test_nan_mid_training_rolls_back_to_exactly_the_last_good_epoch():
     assert [row["epoch"] for row in result.history] == [1, 2]
     for restored, good in zip(result.decoder.get_weights(), kept[1], strict=True):
         np.testing.assert_array_equal(restored, good)
+
+
+def test_time_budget_ends_training_and_says_so():
+    result = train_vae(
+        blobs(64),
+        None,
+        TINY,
+        TrainConfig(epochs=10_000, batch_size=8, budget_minutes=3 / 60),  # three seconds
+    )
+    assert result.status == "budget"
+    assert "time budget" in result.message
+    assert 2.5 < result.seconds < 30
