@@ -19,6 +19,7 @@ import numbers
 import os
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,142 @@ def axis(latent_dim: int, index: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # Images
+
+
+MAX_SLIDERS = 8
+MAX_SCATTER_POINTS = 2_000
+
+
+@dataclass(frozen=True)
+class SliderBasis:
+    """The axes the sliders move along: z = origin + residual + sum(value_i * scale_i * dir_i).
+
+    For small latents the axes are the latent dimensions themselves (origin 0,
+    scale 1). For larger ones they are the principal directions of the training
+    set's latent means, so the first sliders change what varies most among real
+    dogs, scaled so that -3..3 spans three standard deviations, around the mean
+    dog. ``residual`` carries what the sliders do not show (of an encoded photo).
+    """
+
+    origin: np.ndarray  # (d,)
+    directions: np.ndarray  # (k, d), orthonormal rows
+    scales: np.ndarray  # (k,)
+    labels: tuple[str, ...]
+
+    def to_point(self, values: Sequence[float], residual: np.ndarray | None = None) -> np.ndarray:
+        """The latent point for slider ``values`` (k,), plus an optional residual (d,)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self.scales.shape:
+            raise ValueError(f"expected {len(self.scales)} slider values, got {values.shape}")
+        point = self.origin + (values * self.scales) @ self.directions
+        if residual is not None:
+            point = point + residual
+        return point.astype(np.float32)
+
+    def from_point(self, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slider values (k,) and the residual (d,) that together give ``point`` back."""
+        offset = np.asarray(point, dtype=np.float64) - self.origin
+        coordinates = self.directions @ offset
+        residual = offset - coordinates @ self.directions
+        return coordinates / self.scales, residual
+
+
+def slider_basis(
+    latent_dim: int, pca: dict[str, np.ndarray] | None = None, count: int = MAX_SLIDERS
+) -> SliderBasis:
+    """Slider axes: latent dimensions when they fit in ``count`` sliders, else PCA directions.
+
+    Args:
+        latent_dim: Size of the latent space.
+        pca: ``{"mean", "components", "variance"}`` of the training set's latent
+            means (see ``latent_statistics``), or None to use the first ``count`` axes.
+        count: At most this many sliders.
+    """
+    _check_int("latent_dim", latent_dim, 1)
+    if latent_dim <= count or pca is None:
+        shown = min(latent_dim, count)
+        return SliderBasis(
+            origin=np.zeros(latent_dim),
+            directions=np.eye(latent_dim)[:shown],
+            scales=np.ones(shown),
+            labels=tuple(f"z{index}" for index in range(1, shown + 1)),
+        )
+    components = np.asarray(pca["components"], dtype=np.float64)[:count]
+    variance = np.asarray(pca["variance"], dtype=np.float64)[: len(components)]
+    if components.shape[1] != latent_dim:
+        raise ValueError(
+            f"the PCA directions have {components.shape[1]} dimensions, the model {latent_dim}"
+        )
+    return SliderBasis(
+        origin=np.asarray(pca["mean"], dtype=np.float64),
+        directions=components,
+        scales=np.sqrt(np.maximum(variance, 1e-12)),
+        labels=tuple(f"direction {index}" for index in range(1, len(components) + 1)),
+    )
+
+
+def latent_statistics(z_means: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """What a run keeps about its training set's latent means, for sliders and plots.
+
+    Returns:
+        ``mean``, ``components`` and ``variance`` (PCA, all directions) and
+        ``points``: up to MAX_SCATTER_POINTS of the means themselves (a random
+        subset), for a scatter plot of 2-D latents.
+    """
+    z_means = np.asarray(z_means, dtype=np.float32)
+    if z_means.ndim != 2 or len(z_means) < 2:
+        raise ValueError(f"need at least 2 latent means (n, d), got shape {z_means.shape}")
+    mean, components, variance = pca_directions(z_means)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.permutation(len(z_means))[:MAX_SCATTER_POINTS])
+    return {
+        "mean": mean.astype(np.float32),
+        "components": components.astype(np.float32),
+        "variance": variance.astype(np.float32),
+        "points": z_means[keep],
+    }
+
+
+def nearest_images(
+    queries: np.ndarray, pool: np.ndarray, chunk: int = 2_048
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query image, the index of the closest pool image by pixel distance.
+
+    The memorisation check: a generated dog that is nearly a training photo
+    means the model copies instead of generalising.
+
+    Args:
+        queries: (n, H, W, C) images, uint8 or float in [0, 1].
+        pool: (N, H, W, C) images of the same shape, e.g. the training set (uint8).
+        chunk: Pool images compared at a time, so memory stays bounded for large pools.
+
+    Returns:
+        (indices (n,), RMS distances (n,) on a 0..1 pixel scale).
+    """
+    queries = to_uint8(np.asarray(queries)).reshape(len(queries), -1).astype(np.float32)
+    if len(pool) == 0:
+        raise ValueError("the pool of images to search is empty")
+    flat_pool = np.asarray(pool).reshape(len(pool), -1)
+    if flat_pool.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"query images have {queries.shape[1]} values each, pool images {flat_pool.shape[1]}"
+        )
+    best = np.full(len(queries), np.inf)
+    index = np.zeros(len(queries), dtype=np.int64)
+    query_norms = np.einsum("ij,ij->i", queries, queries)
+    for start in range(0, len(flat_pool), chunk):
+        block = flat_pool[start : start + chunk].astype(np.float32)
+        # |q - p|^2 = |q|^2 - 2 q.p + |p|^2, one matrix product per chunk.
+        distances = (
+            query_norms[:, None] - 2 * queries @ block.T + np.einsum("ij,ij->i", block, block)
+        )
+        column = np.argmin(distances, axis=1)
+        value = distances[np.arange(len(queries)), column]
+        better = value < best
+        best[better] = value[better]
+        index[better] = start + column[better]
+    rms = np.sqrt(np.maximum(best, 0) / queries.shape[1]) / 255.0
+    return index, rms
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -29,13 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dogvae import __version__
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
-RUN_FILES = (*MODEL_FILES, "config.json", "history.csv")
+LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
+RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
+LATENT_STATS_KEYS = ("mean", "components", "variance", "points")
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -130,6 +134,7 @@ def save_run(
     message: str = "",
     seconds: float = 0.0,
     preset: str = "custom",
+    latent_stats: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
 
@@ -173,6 +178,11 @@ def save_run(
         encoder.save(temp / "encoder.keras")
         decoder.save(temp / "decoder.keras")
         _write_text(temp / "history.csv", _history_csv(history))
+        if latent_stats is not None:
+            with (temp / LATENT_STATS).open("wb") as handle:
+                np.savez(handle, **{key: latent_stats[key] for key in LATENT_STATS_KEYS})
+                handle.flush()
+                os.fsync(handle.fileno())
         # config.json last: a folder with it is complete.
         _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
         _fsync_dir(temp)
@@ -332,6 +342,26 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(handle):
             rows.append({key: _parse_cell(key, value) for key, value in row.items()})
     return rows
+
+
+def read_latent_stats(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's latent statistics (see ``latent.latent_statistics``), or None.
+
+    None when the run has none (older or foreign runs) or the file is damaged:
+    the app then falls back to plain latent axes. Never unpickles.
+    """
+    path = Path(run_dir) / LATENT_STATS
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            stats = {key: np.asarray(archive[key], dtype=np.float32) for key in LATENT_STATS_KEYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
+    if dim < 1 or stats["components"].ndim != 2 or stats["components"].shape[1] != dim:
+        return None
+    return stats
 
 
 def delete_run(run_dir: str | Path) -> None:

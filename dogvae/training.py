@@ -28,6 +28,7 @@ OnEvent = Callable[[Event], None]
 SAMPLE_COUNT = 16  # images in the per-epoch sample grid
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: a unit is active when Var_x(E[z|x]) > 0.01
 MAX_DIAGNOSTIC_IMAGES = 1_000  # images encoded per epoch for the collapse signal
+MAX_STATISTICS_IMAGES = 20_000  # training images encoded for the run's latent statistics
 
 
 @dataclass
@@ -311,6 +312,9 @@ def train_and_save(
         on_event=on_event,
         stop_event=stop_event,
     )
+    from dogvae.model import encode
+
+    z_means, _ = encode(result.encoder, dataset.train_images[:MAX_STATISTICS_IMAGES])
     run_dir = runs.save_run(
         out_dir,
         result.encoder,
@@ -324,6 +328,7 @@ def train_and_save(
         status=result.status,
         message=result.message,
         seconds=result.seconds,
+        latent_stats=latent.latent_statistics(z_means) if len(z_means) >= 2 else None,
     )
     return run_dir, result
 

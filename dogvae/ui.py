@@ -72,6 +72,21 @@ def load_run(path: str | Path) -> LoadedRun:
     return _load_run(str(path), (path / "config.json").stat().st_mtime)
 
 
+@st.cache_resource(max_entries=8)
+def _slider_basis(path: str, modified: float, latent_dim: int) -> latent.SliderBasis:
+    from dogvae.runs import read_latent_stats
+
+    return latent.slider_basis(latent_dim, read_latent_stats(path))
+
+
+def slider_basis(run: LoadedRun) -> latent.SliderBasis:
+    """The run's slider axes (PCA directions for wide latents), cached per run folder."""
+    path = run.info.path
+    return _slider_basis(
+        str(path), (path / "config.json").stat().st_mtime, run.info.model_config.latent_dim
+    )
+
+
 def list_runs() -> tuple[list[RunInfo], list[tuple[Path, str]]]:
     from dogvae.runs import list_runs as list_runs_in
 

@@ -71,7 +71,15 @@ def test_help_is_fast_and_does_not_import_tensorflow():
 def test_train_writes_a_run_and_prints_one_line_per_epoch(trained_run, capsys):
     run_dir, _ = trained_run
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras", "config.json", "history.csv"]
+        [
+            "encoder.h5",
+            "decoder.h5",
+            "encoder.keras",
+            "decoder.keras",
+            "config.json",
+            "history.csv",
+            "latent_stats.npz",
+        ]
     )
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "finished" and config["epochs_completed"] == 2

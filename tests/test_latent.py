@@ -502,3 +502,64 @@ def test_module_imports_without_heavy_dependencies():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+# --- slider bases, latent statistics, nearest images -------------------------------------
+
+
+def test_small_latents_slide_along_their_own_axes():
+    basis = latent.slider_basis(2)
+    assert basis.labels == ("z1", "z2")
+    np.testing.assert_allclose(basis.to_point([0.5, -1.0]), [0.5, -1.0])
+
+
+def test_wide_latents_without_statistics_show_the_first_eight_axes():
+    basis = latent.slider_basis(12)
+    assert len(basis.labels) == 8
+    point = basis.to_point(np.arange(8.0))
+    np.testing.assert_allclose(point[:8], np.arange(8.0))
+    np.testing.assert_allclose(point[8:], 0)
+
+
+def test_wide_latents_slide_along_pca_directions_in_standard_deviations():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 16)) * np.r_[3.0, np.linspace(1, 0.1, 15)] + 5.0
+    stats = latent.latent_statistics(z)
+    basis = latent.slider_basis(16, stats)
+    assert basis.labels[0] == "direction 1" and len(basis.labels) == 8
+    np.testing.assert_allclose(basis.to_point(np.zeros(8)), z.mean(axis=0), atol=1e-4)
+    assert basis.scales[0] == pytest.approx(3.0, rel=0.15)  # std along the widest direction
+    assert abs(basis.directions[0][0]) > 0.99
+
+
+def test_a_point_goes_to_sliders_and_back_exactly():
+    rng = np.random.default_rng(1)
+    stats = latent.latent_statistics(rng.normal(size=(300, 20)))
+    basis = latent.slider_basis(20, stats)
+    point = rng.normal(size=20)
+    values, residual = basis.from_point(point)
+    np.testing.assert_allclose(basis.to_point(values, residual), point, atol=1e-5)
+    moved = values.copy()
+    moved[0] += 1
+    step = basis.to_point(moved, residual) - basis.to_point(values, residual)
+    assert np.linalg.norm(step) == pytest.approx(basis.scales[0], rel=1e-5)
+
+
+def test_latent_statistics_keeps_a_bounded_sample_of_points():
+    stats = latent.latent_statistics(np.random.default_rng(2).normal(size=(5000, 2)))
+    assert stats["points"].shape == (latent.MAX_SCATTER_POINTS, 2)
+    assert stats["components"].shape == (2, 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        latent.latent_statistics(np.zeros((1, 2)))
+
+
+def test_nearest_images_finds_the_copy():
+    rng = np.random.default_rng(3)
+    pool = rng.integers(0, 256, (50, 8, 8, 1)).astype(np.uint8)
+    queries = np.stack([pool[17], pool[3]]).astype(np.float32) / 255
+    queries[0] += 0.01  # nearly, not exactly, the training image
+    index, distance = latent.nearest_images(queries, pool, chunk=7)
+    assert index.tolist() == [17, 3]
+    assert distance[1] == pytest.approx(0, abs=1e-6) and 0 < distance[0] < 0.02
+    with pytest.raises(ValueError, match="values each"):
+        latent.nearest_images(queries, pool[:, :4])

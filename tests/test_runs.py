@@ -11,9 +11,11 @@ import pytest
 import dogvae.model  # noqa: F401 - registers the custom layers for keras.models.load_model
 from dogvae import runs
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.latent import latent_statistics
 from dogvae.model import build_decoder, build_encoder
 
 SEED = ModelConfig()
+STATS = latent_statistics(np.random.default_rng(0).normal(size=(50, 2)))
 
 
 def save(path, encoder=None, decoder=None, **kw):
@@ -45,6 +47,7 @@ def save(path, encoder=None, decoder=None, **kw):
         data={"source": "x.csv", "readable": 3, "unreadable": [{}]},
         history=history,
         preset="seed",
+        latent_stats=kw.pop("latent_stats", STATS),
         **kw,
     )
 
@@ -176,3 +179,23 @@ def test_list_delete_and_zip(tmp_path):
     with pytest.raises(ValueError, match="not a dogvae run"):
         runs.delete_run(tmp_path / "photos")
     assert (tmp_path / "photos").exists()
+
+
+def test_latent_statistics_round_trip_and_damage(tmp_path):
+    run_dir = save(tmp_path / "run")
+    stats = runs.read_latent_stats(run_dir)
+    for key in ("mean", "components", "variance", "points"):
+        np.testing.assert_allclose(stats[key], STATS[key], rtol=1e-6)
+    (run_dir / "latent_stats.npz").write_bytes(b"not an npz")
+    assert runs.read_latent_stats(run_dir) is None
+    without = save(tmp_path / "older", latent_stats=None)
+    assert runs.read_latent_stats(without) is None
+    runs.load_run(without)  # still a valid run
+
+
+def test_latent_statistics_never_unpickle(tmp_path):
+    run_dir = save(tmp_path / "run")
+    evil = np.array([{"x": 1}], dtype=object)
+    with (run_dir / "latent_stats.npz").open("wb") as handle:
+        np.savez(handle, mean=evil, components=evil, variance=evil, points=evil)
+    assert runs.read_latent_stats(run_dir) is None
