@@ -3,7 +3,9 @@
 Folders come from the environment: DOGVAE_DATA_DIR (default ./data) holds the
 datasets users may pick and that uploaded CSVs may point into; DOGVAE_RUNS_DIR
 (default ./runs) holds the run folders. DOGVAE_MAX_TRAININGS caps concurrent
-trainings on the server (default 2).
+trainings on the server (default 2). DOGVAE_DEFAULT_RUN is the run a new
+session starts with (default: the pretrained model shipped in models/default;
+"none" for no default).
 
 Nothing here imports TensorFlow at module level: the Data page must work before
 TensorFlow has loaded.
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from dogvae.runs import LoadedRun, RunInfo
     from dogvae.training import TrainingJob, TrainingSlots
 
+BUNDLED_RUN = Path(__file__).resolve().parents[1] / "models" / "default"
 ACTIVE_RUN = "active_run"  # session key: path (str) of the run the pages use
 DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
@@ -87,22 +90,49 @@ def slider_basis(run: LoadedRun) -> latent.SliderBasis:
     )
 
 
-def list_runs() -> tuple[list[RunInfo], list[tuple[Path, str]]]:
-    from dogvae.runs import list_runs as list_runs_in
+def default_run_path() -> Path | None:
+    """The run a new session starts with: DOGVAE_DEFAULT_RUN, else the bundled model."""
+    value = os.environ.get("DOGVAE_DEFAULT_RUN")
+    if value is not None and value.strip().lower() in ("", "none"):
+        return None
+    path = Path(value).expanduser().resolve() if value else BUNDLED_RUN
+    return path if (path / "config.json").is_file() else None
 
-    return list_runs_in(runs_dir())
+
+def is_default_run(path: str | Path) -> bool:
+    """True for the default (bundled) run, which the app never deletes."""
+    default = default_run_path()
+    return default is not None and Path(path).resolve() == default
+
+
+def list_runs() -> tuple[list[RunInfo], list[tuple[Path, str]]]:
+    """The runs in the runs folder (newest first), then the default run; and broken folders."""
+    from dogvae.runs import list_runs as list_runs_in
+    from dogvae.runs import read_run_info
+
+    found, problems = list_runs_in(runs_dir())
+    default = default_run_path()
+    if default is not None and all(info.path.resolve() != default for info in found):
+        try:
+            found.append(read_run_info(default))
+        except (OSError, ValueError) as error:
+            problems.append((default, str(error)))
+    return found, problems
 
 
 def active_run_path() -> Path | None:
-    """The session's active run; by default the newest valid run in the runs folder."""
+    """The session's active run: the one chosen, else the default run, else the newest."""
     chosen = st.session_state.get(ACTIVE_RUN)
     if chosen and (Path(chosen) / "config.json").is_file():
         return Path(chosen)
-    found, _ = list_runs()
-    if not found:
-        return None
-    st.session_state[ACTIVE_RUN] = str(found[0].path)
-    return found[0].path
+    fallback = default_run_path()
+    if fallback is None:
+        found, _ = list_runs()
+        if not found:
+            return None
+        fallback = found[0].path
+    st.session_state[ACTIVE_RUN] = str(fallback)
+    return fallback
 
 
 def set_active_run(path: str | Path) -> None:

@@ -149,7 +149,11 @@ def delete(run: runs.RunInfo) -> None:
 
 def run_card(run: runs.RunInfo, active: bool) -> None:
     with st.container(border=True):
-        st.subheader(f"{run.name} :green-badge[active]" if active else run.name)
+        bundled = ui.is_default_run(run.path)
+        badges = (" :green-badge[active]" if active else "") + (
+            " :blue-badge[ships with dogvae]" if bundled else ""
+        )
+        st.subheader(run.name + badges)
         details, chart = st.columns([3, 2])
         with details:
             st.markdown(settings(run))
@@ -171,7 +175,12 @@ def run_card(run: runs.RunInfo, active: bool) -> None:
                 key=f"download-{run.name}",
                 on_click="ignore",
             )
-            if st.button("Delete", key=f"delete-{run.name}"):
+            if st.button(
+                "Delete",
+                key=f"delete-{run.name}",
+                disabled=bundled,
+                help="The pretrained model that ships with dogvae stays" if bundled else None,
+            ):
                 st.session_state[PENDING_DELETE] = str(run.path)
 
         if st.session_state.get(PENDING_DELETE) == str(run.path):

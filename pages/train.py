@@ -119,6 +119,21 @@ def draw(job: TrainingJob) -> None:
         ui.show_images(latest["samples"], cols=8, scale=2)
 
 
+def collapse_signal(row: dict, latent_dim: int) -> None:
+    """Posterior collapse shows as latent units the encoder ignores: KL near 0 for them."""
+    active = row["active_units"]
+    text = f"**{active} of {latent_dim} latent units active** after epoch {row['epoch']}"
+    if active == 0:
+        st.warning(
+            f"{text}: the encoder ignores its input (posterior collapse). Train longer, or use "
+            "KL warm-up (the quality presets do)."
+        )
+    else:
+        st.write(f"{text} (a unit is active when its mean varies across images).")
+    kl = pd.DataFrame({"dimension": range(1, latent_dim + 1), "kl": row["kl_per_dim"]})
+    st.bar_chart(kl, x="dimension", y="kl", height=180, x_label="latent dimension", y_label="KL")
+
+
 job = ui.training_job()
 dataset = ui.dataset()
 
@@ -159,6 +174,8 @@ if job is not None:
         st.error(f"Training failed: {job.message}")
     draw(job)
     rows = job.epochs()
+    if rows:
+        collapse_signal(rows[-1], job.model_config.latent_dim)
     if len(rows) > 1:
         shown = st.slider("Samples after epoch", 1, len(rows), len(rows))
         ui.show_images(rows[shown - 1]["samples"], cols=8, scale=2)

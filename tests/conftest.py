@@ -213,6 +213,12 @@ def open_app(page: str | None = None):
     return app
 
 
+@pytest.fixture(autouse=True)
+def _no_default_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """App tests start without the bundled pretrained model unless they ask for it."""
+    monkeypatch.setenv("DOGVAE_DEFAULT_RUN", "none")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _frozen_gc():
     """AppTest collects garbage after every rerun; with TensorFlow loaded that costs ~0.5 s.

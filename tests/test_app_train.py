@@ -60,6 +60,8 @@ def test_a_short_training_ends_in_a_saved_active_run(train_app):
     assert len(job.epochs()) == 2 and job.epochs()[-1]["samples"].shape == (16, 64, 64, 1)
     assert app.image, "the sample grid is shown"
     assert [s.label for s in app.slider] == ["Samples after epoch"]
+    shown = [md.value for md in app.markdown] + [w.value for w in app.warning]
+    assert any("latent units active" in text for text in shown)
 
 
 def test_stop_ends_training_and_still_saves(train_app):
