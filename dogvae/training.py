@@ -381,9 +381,12 @@ class TrainingJob:
     out_dir: Path
     preset: str = "custom"
     slots: TrainingSlots | None = None
+    is_wanted: Callable[[], bool] | None = None  # False once nobody watches (tab closed)
+    abandon_after: float = 30.0  # seconds unwanted before the job stops itself
     status: str = field(default="pending", init=False)  # then running, finished, stopped,
     message: str = field(default="", init=False)  # diverged or failed
     run_dir: Path | None = field(default=None, init=False)
+    abandoned: bool = field(default=False, init=False)
     started: float = field(default=0.0, init=False)
     _epochs: list[Event] = field(default_factory=list, init=False, repr=False)
     _batches: list[Event] = field(default_factory=list, init=False, repr=False)
@@ -401,7 +404,25 @@ class TrainingJob:
         self.started = time.time()
         self._thread = threading.Thread(target=self._work, name="dogvae-training", daemon=True)
         self._thread.start()
+        if self.is_wanted is not None:
+            threading.Thread(target=self._watch, name="dogvae-training-watch", daemon=True).start()
         return self
+
+    def _watch(self) -> None:
+        """Stop the training when its session has been gone for ``abandon_after`` seconds.
+
+        A closed browser tab must not leave a thread training (and holding a
+        server slot) for hours; a brief reconnect must not kill the training.
+        """
+        last_wanted = time.monotonic()
+        while self.running:
+            if self.is_wanted():
+                last_wanted = time.monotonic()
+            elif time.monotonic() - last_wanted > self.abandon_after:
+                self.abandoned = True
+                self.stop()
+                return
+            time.sleep(min(1.0, self.abandon_after / 4))
 
     def stop(self) -> None:
         """Ask the worker to end after its current batch (it still saves the run)."""
@@ -471,6 +492,8 @@ class TrainingJob:
                 stop_event=self._stop,
             )
             self.status, self.message = result.status, result.message
+            if self.abandoned:
+                self.message = "the browser session closed, so training stopped; " + self.message
         except Exception as error:
             self.status = "failed"
             self.message = str(error) or type(error).__name__

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,22 @@ def _load_run(path: str, modified: float) -> LoadedRun:
     # moves everything alive now (TF, the model) out of the collector's sight.
     gc.freeze()
     return run
+
+
+def session_is_open() -> Callable[[], bool]:
+    """A thread-safe check that this browser session is still connected.
+
+    Given to a TrainingJob so that closing the tab stops its training. Outside a
+    running server (AppTest, bare scripts) the session always counts as open.
+    """
+    from streamlit.runtime import Runtime, exists
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    if context is None or not exists():
+        return lambda: True
+    runtime, session_id = Runtime.instance(), context.session_id
+    return lambda: runtime.is_active_session(session_id)
 
 
 def load_run(path: str | Path) -> LoadedRun:

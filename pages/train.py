@@ -65,6 +65,7 @@ def start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, r
         out_dir=out_dir,
         preset=preset_name,
         slots=ui.training_slots(ui.max_trainings()),
+        is_wanted=ui.session_is_open(),
     )
     st.session_state[ui.JOB] = job.start()
     st.session_state.pop("job_announced", None)

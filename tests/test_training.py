@@ -227,3 +227,27 @@ def test_time_budget_ends_training_and_says_so():
     assert result.status == "budget"
     assert "time budget" in result.message
     assert 2.5 < result.seconds < 30
+
+
+def test_an_abandoned_job_stops_itself_and_still_saves(tmp_path):
+    """A closed browser tab: the session check turns False, the job stops within seconds."""
+    wanted = threading.Event()
+    wanted.set()
+    job = TrainingJob(
+        dataset=_dataset(blobs(40)),
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1000, batch_size=8),
+        data_config=DataConfig(image_size=32),
+        out_dir=tmp_path / "run",
+        is_wanted=wanted.is_set,
+        abandon_after=0.5,
+    ).start()
+    while job.last_batch() is None:
+        job.wait(0.1)
+    assert job.running
+    wanted.clear()  # the tab closes
+    assert job.wait(60), "the abandoned job kept training"
+    assert job.status == "stopped" and job.abandoned
+    assert "browser session closed" in job.message
+    assert (tmp_path / "run" / "config.json").is_file()
+    assert not any(t.name.startswith("dogvae-training") for t in threading.enumerate())
