@@ -58,6 +58,10 @@ COMPRESSION_CHECK_BYTES = 1024 * 1024
 
 VALIDATION_NAMES = ("valid", "validation", "val", "test")
 
+# Decoded images beyond this are refused with a message instead of swapping.
+# 4 GiB holds a million 64x64 grayscale images; DOGVAE_MAX_DATASET_MB overrides.
+MAX_DATASET_BYTES = 4 * 1024**3
+
 # OpenCV refuses to allocate images above this many pixels, but it reads the
 # limit from the environment (default 2**30, a 3 GB grayscale buffer), so it has
 # to be set before cv2 is first imported. If cv2 was imported earlier with
@@ -244,6 +248,7 @@ def load_dataset(
     allowed_root: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    max_bytes: int | None = None,
 ) -> Dataset:
     """Load every readable image of a CSV, ZIP or folder.
 
@@ -259,6 +264,8 @@ def load_dataset(
         progress: Called as ``progress(done, total)`` from the calling thread,
             at most about 100 times.
         workers: Decoding threads (default: the number of CPUs).
+        max_bytes: Refuse a dataset whose decoded images would need more memory
+            than this (default: ``max_dataset_bytes()``).
 
     Returns:
         The readable images, their table rows and the report.
@@ -304,6 +311,7 @@ def load_dataset(
             raise ValueError(
                 f"cannot load {source}: expected a .csv file, a .zip file or a folder of images"
             )
+        _check_memory(len(table), config, max_bytes)
         images, problems = _decode_rows(
             list(table["filepaths"]), fetch, fetch_in_worker, config, workers, progress
         )
@@ -329,6 +337,29 @@ def load_dataset(
         channels=config.channels,
     )
     return Dataset(images=images, table=table, report=report)
+
+
+def max_dataset_bytes() -> int:
+    """The memory ceiling for decoded images: DOGVAE_MAX_DATASET_MB, else MAX_DATASET_BYTES."""
+    value = os.environ.get("DOGVAE_MAX_DATASET_MB")
+    try:
+        return int(float(value) * 1024 * 1024) if value else MAX_DATASET_BYTES
+    except ValueError:
+        return MAX_DATASET_BYTES
+
+
+def _check_memory(rows: int, config: DataConfig, max_bytes: int | None) -> None:
+    """Refuse before allocating: a dataset beyond the ceiling would make the machine swap."""
+    limit = max_dataset_bytes() if max_bytes is None else max_bytes
+    needed = rows * config.image_size * config.image_size * config.channels
+    if needed > limit:
+        per_image = config.image_size * config.image_size * config.channels
+        raise ValueError(
+            f"{rows:,} images at {config.image_size}x{config.image_size}x{config.channels} "
+            f"need {needed / 2**20:,.0f} MB of memory, more than this server allows "
+            f"({limit / 2**20:,.0f} MB); use at most {limit // per_image:,} images "
+            "(--limit) or a smaller image size"
+        )
 
 
 def list_sources(folder: str | os.PathLike) -> list[Path]:

@@ -573,3 +573,12 @@ def test_shared_dogs_csv_first_50():
     dataset = load_dataset(SHARED_DOGS_CSV, DataConfig(limit=50))
     assert dataset.report.readable == 50
     assert dataset.images.shape == (50, 64, 64, 1)
+
+
+def test_a_dataset_beyond_the_memory_ceiling_is_refused_before_decoding(image_folder, monkeypatch):
+    with pytest.raises(ValueError, match=r"need .* MB of memory, more than this server allows"):
+        load_dataset(image_folder, DataConfig(), max_bytes=64 * 64 * 5)
+    monkeypatch.setenv("DOGVAE_MAX_DATASET_MB", "0.01")
+    with pytest.raises(ValueError, match="use at most 2 images"):
+        load_dataset(image_folder, DataConfig())
+    assert load_dataset(image_folder, DataConfig(limit=2)).report.readable == 2
