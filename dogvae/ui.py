@@ -33,6 +33,8 @@ BUNDLED_RUN = Path(__file__).resolve().parents[1] / "models" / "default"
 ACTIVE_RUN = "active_run"  # session key: path (str) of the run the pages use
 DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
+DATASET_UPLOAD_MB = 200  # per-widget upload limits, below server.maxUploadSize
+PHOTO_UPLOAD_MB = 20
 
 
 def data_dir() -> Path:

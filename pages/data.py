@@ -53,7 +53,9 @@ def load(source: Path, shown_as: str, **options) -> None:
 
 upload_tab, server_tab = st.tabs(["Upload", "On the server"])
 with upload_tab:
-    uploaded = st.file_uploader("Dataset (CSV or ZIP)", type=["csv", "zip"])
+    uploaded = st.file_uploader(
+        "Dataset (CSV or ZIP)", type=["csv", "zip"], max_upload_size=ui.DATASET_UPLOAD_MB
+    )
     st.caption(
         f"Paths in an uploaded CSV are read relative to the data folder `{ui.data_dir()}`; "
         "paths outside it are reported, never read."

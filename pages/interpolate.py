@@ -58,7 +58,12 @@ def dataset_point(side: str) -> np.ndarray | None:
 
 def uploaded_point(side: str) -> np.ndarray | None:
     """The encoder's mean for an uploaded photo, or None with the reason shown."""
-    upload = st.file_uploader("Photo", type=UPLOAD_TYPES, key=f"interpolate-{side.lower()}-upload")
+    upload = st.file_uploader(
+        "Photo",
+        type=UPLOAD_TYPES,
+        key=f"interpolate-{side.lower()}-upload",
+        max_upload_size=ui.PHOTO_UPLOAD_MB,
+    )
     if upload is None:
         st.info(f"Upload a photo of a dog to use it as the {side.lower()}.")
         return None
