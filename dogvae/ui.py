@@ -98,7 +98,10 @@ def load_run(path: str | Path) -> LoadedRun:
 def _slider_basis(path: str, modified: float, latent_dim: int) -> latent.SliderBasis:
     from dogvae.runs import read_latent_stats
 
-    return latent.slider_basis(latent_dim, read_latent_stats(path))
+    try:
+        return latent.slider_basis(latent_dim, read_latent_stats(path))
+    except ValueError:  # statistics of another model copied in by hand: plain axes
+        return latent.slider_basis(latent_dim)
 
 
 def slider_basis(run: LoadedRun) -> latent.SliderBasis:

@@ -1,42 +1,175 @@
-"""Generate: a grid of dogs sampled from the prior, and sliders over the latent space."""
+"""Generate: sampled dogs, latent sliders (also from a photo), traversals and a latent map."""
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from dogvae import latent, ui
+from dogvae import latent, runs, ui
+from dogvae.data import decode_image
 
-MAX_SLIDERS = 8
 SLIDER_LIMIT = 3.0
 SLIDER_STEP = 0.05
 SEED_KEY = "generate-seed"
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+RANDOM_ROWS = 3  # random points in the traversal, below the slider point
+MAP_SIZE = 12  # the latent map decodes MAP_SIZE x MAP_SIZE points
+# Streamlit shrinks (bilinearly) any image wider than this; a grid is only
+# enlarged when it still fits, so its pixels stay sharp.
+MAX_IMAGE_WIDTH = 1460
+GIF_SIDE = 256  # frames are enlarged to about this many pixels a side
 
 ui.sidebar()
 st.title("Generate")
 run = ui.require_model()
 
 # After require_model, so that without a model the page does not wait for TensorFlow.
-from dogvae.model import decode  # noqa: E402
+from dogvae.model import decode, encode  # noqa: E402
 
-latent_dim = run.info.model_config.latent_dim
+config = run.info.model_config
+latent_dim = config.latent_dim
+image_shape = (config.image_size, config.image_size, config.channels)
+colour = "grayscale" if config.channels == 1 else "RGB"
+basis = ui.slider_basis(run)
+along_directions = basis.labels[0] == "direction 1"
+# Per run: another model's slider values (or photo) mean nothing here.
+slider_keys = [f"generate-{run.info.name}-z{index}" for index in range(1, len(basis.labels) + 1)]
+residual_key = f"generate-{run.info.name}-residual"
+photo_key = f"generate-{run.info.name}-photo"
 
 
 def new_seed() -> None:
     st.session_state[SEED_KEY] = random.randrange(1_000_000)
 
 
-def set_sliders(keys: list[str], values: np.ndarray) -> None:
-    for key, value in zip(keys, values, strict=True):
+def set_sliders(values: np.ndarray) -> None:
+    for key, value in zip(slider_keys, values, strict=True):
         # On the slider's grid, so the widget shows exactly the value used.
         st.session_state[key] = round(round(float(value) / SLIDER_STEP) * SLIDER_STEP, 2)
 
 
-def random_point(keys: list[str]) -> None:
-    values = np.random.default_rng().standard_normal(len(keys))
-    set_sliders(keys, np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
+def reset() -> None:
+    set_sliders(np.zeros(len(slider_keys)))
+    st.session_state.pop(residual_key, None)
+
+
+def random_point() -> None:
+    values = np.random.default_rng().standard_normal(len(slider_keys))
+    set_sliders(np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
+    st.session_state.pop(residual_key, None)
+
+
+def slider_values() -> np.ndarray:
+    return np.array([st.session_state[key] for key in slider_keys])
+
+
+def slider_point(values: np.ndarray) -> np.ndarray:
+    return basis.to_point(values, st.session_state.get(residual_key))
+
+
+def show_grid(images: np.ndarray, cols: int, caption: str | None = None) -> np.ndarray:
+    """A grid of images, enlarged twice when that still fits the page."""
+    grid = latent.image_grid(images, cols=cols)
+    scale = 2 if config.image_size <= 64 and 2 * grid.shape[1] <= MAX_IMAGE_WIDTH else 1
+    ui.show_image(grid, scale=scale, caption=caption)
+    return grid
+
+
+def animation(frames: np.ndarray, scale: int) -> bytes:
+    """The frames enlarged, forwards then backwards, as GIF bytes."""
+    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
+    return latent.gif_bytes(enlarged, bounce=True)
+
+
+def nearest_training_images(samples: np.ndarray) -> None:
+    """Each sample next to the training image closest to it in pixels: does the model copy?"""
+    dataset = ui.dataset()
+    if dataset is None or dataset.images.shape[1:] != image_shape:
+        st.info(
+            "To compare the samples with the training dogs, load the training dataset on the "
+            f"**Data** page with this model's image settings ({config.image_size}x"
+            f"{config.image_size} {colour})."
+        )
+        return
+    pool = dataset.train_images
+    if len(pool) == 0:
+        st.info("The loaded dataset has no training images to compare the samples with.")
+        return
+    indices, distances = latent.nearest_images(samples, pool)
+    pairs = np.stack([latent.to_uint8(samples), pool[indices]], axis=1).reshape(-1, *image_shape)
+    show_grid(pairs, cols=2 * math.ceil(math.sqrt(len(samples))))
+    st.caption(
+        "Each sample (left) next to its nearest training image (right), by pixel distance. "
+        f"Median RMS distance: {np.median(distances):.3f} on a 0 to 1 scale; near 0 would "
+        "mean the model reproduces its training photos instead of making new dogs."
+    )
+
+
+def encode_photo(file_id: str, image: np.ndarray) -> None:
+    """Put the photo's point on the sliders and keep what they cannot show as the residual."""
+    z_mean = encode(run.encoder, image[None])[0][0]
+    values, _ = basis.from_point(z_mean)
+    set_sliders(np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
+    # The residual also takes up the sliders' rounding (and clipping), so that
+    # the sliders' point is the photo's own and the image its reconstruction.
+    st.session_state[residual_key] = z_mean - basis.to_point(slider_values())
+    st.session_state[photo_key] = {
+        "file_id": file_id,
+        "image": image,
+        "reconstruction": decode(run.decoder, z_mean)[0],
+    }
+
+
+def uploaded_photo() -> dict | None:
+    """The photo in the uploader, put on the sliders when it is new; None without a usable one."""
+    uploaded = st.file_uploader(
+        "Encode your photo",
+        type=UPLOAD_TYPES,
+        key=f"generate-{run.info.name}-upload",
+        help="The sliders jump to the photo's point in latent space; move them to edit it.",
+    )
+    if uploaded is None:
+        return None
+    photo = st.session_state.get(photo_key)
+    # Once per upload: later reruns must not undo the user's slider moves.
+    if photo is not None and photo["file_id"] == uploaded.file_id:
+        return photo
+    try:
+        image = decode_image(uploaded.getvalue(), config.image_size, config.channels)
+    except ValueError as error:
+        st.error(
+            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
+        )
+        return None
+    encode_photo(uploaded.file_id, image)
+    return st.session_state[photo_key]
+
+
+def traversal_points(axis: int, steps: int, limit: float, seed: int) -> np.ndarray:
+    """One row per start (the slider point, then random points) moving one slider over ±limit."""
+    rows = [(slider_values(), st.session_state.get(residual_key))]
+    random_values = np.random.default_rng(seed).standard_normal((RANDOM_ROWS, len(slider_keys)))
+    rows += [(values, None) for values in np.clip(random_values, -SLIDER_LIMIT, SLIDER_LIMIT)]
+    points = []
+    for values, residual in rows:
+        for offset in np.linspace(-limit, limit, steps):
+            moved = values.copy()
+            moved[axis] = offset
+            points.append(basis.to_point(moved, residual))
+    return np.stack(points)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def latent_map_png(_decoder, path: str, modified: float) -> bytes:
+    """Decoded images over [-3, 3]^2 as one PNG: z1 along columns, +z2 at the top; per run."""
+    values = np.linspace(-SLIDER_LIMIT, SLIDER_LIMIT, MAP_SIZE)
+    points = np.array([(z1, z2) for z2 in values[::-1] for z1 in values], np.float32)
+    return latent.png_bytes(latent.image_grid(decode(_decoder, points), cols=MAP_SIZE))
 
 
 @st.fragment
@@ -58,48 +191,66 @@ def sampled_dogs() -> None:
         on_click="ignore",
         key="generate-grid-download",
     )
+    if st.toggle(
+        "Show the nearest training image",
+        key="generate-nearest",
+        persist_state="session",
+        help="The memorisation check: a sample that is nearly a training photo was copied.",
+    ):
+        nearest_training_images(images)
 
 
 @st.fragment
 def latent_sliders() -> None:
     st.header("Latent sliders")
-    shown = min(latent_dim, MAX_SLIDERS)
-    keys = [f"generate-{run.info.name}-z{index}" for index in range(1, shown + 1)]
-    for key in keys:
-        st.session_state.setdefault(key, 0.0)
-    if latent_dim > MAX_SLIDERS:
+    if along_directions:
         st.caption(
-            f"The model has {latent_dim} latent dimensions; these are the first {MAX_SLIDERS}. "
-            f"The other {latent_dim - MAX_SLIDERS} stay at 0."
+            f"Sliders move along the {len(slider_keys)} directions in which the training dogs' "
+            "latent codes vary most, in standard deviations; Reset shows the average dog."
         )
+    elif latent_dim > len(slider_keys):
+        st.caption(
+            f"The model has {latent_dim} latent dimensions; these are the first "
+            f"{len(slider_keys)}. The other {latent_dim - len(slider_keys)} stay at 0 (this run "
+            "has no statistics of its training set's latent codes to choose better directions)."
+        )
+    else:
+        st.caption("Each slider sets one latent coordinate; Reset shows the origin.")
+    for key in slider_keys:
+        st.session_state.setdefault(key, 0.0)
+
+    upload_column, photo_column = st.columns(2)
+    with upload_column:
+        photo = uploaded_photo()
+    if photo is not None:
+        with photo_column, st.container(horizontal=True):
+            ui.show_image(photo["image"], scale=2, caption="Your photo, as the model sees it")
+            ui.show_image(photo["reconstruction"], scale=2, caption="Its reconstruction")
 
     slider_column, image_column = st.columns(2)
     with slider_column:
         values = [
             st.slider(
-                f"z{index}",
+                label,
                 -SLIDER_LIMIT,
                 SLIDER_LIMIT,
                 step=SLIDER_STEP,
                 key=key,
                 persist_state="session",
             )
-            for index, key in enumerate(keys, start=1)
+            for label, key in zip(basis.labels, slider_keys, strict=True)
         ]
 
-    point = np.zeros(latent_dim, np.float32)
-    point[:shown] = values
-    image = decode(run.decoder, point)[0]
+    image = decode(run.decoder, slider_point(np.array(values)))[0]
     with image_column:
         ui.show_image(image, scale=4)
         with st.container(horizontal=True):
             st.button(
                 "Random point",
                 on_click=random_point,
-                args=(keys,),
-                help="Each shown dimension from a standard normal, clipped to ±3",
+                help="Each slider from a standard normal, clipped to ±3",
             )
-            st.button("Reset", on_click=set_sliders, args=(keys, np.zeros(shown)))
+            st.button("Reset", on_click=reset)
             st.download_button(
                 "Download PNG",
                 latent.png_bytes(image),
@@ -110,5 +261,109 @@ def latent_sliders() -> None:
             )
 
 
+@st.fragment
+def traversal() -> None:
+    st.header("Traversal")
+    axis_column, steps_column, range_column, seed_column = st.columns(
+        [2, 2, 2, 1], vertical_alignment="bottom"
+    )
+    label = axis_column.selectbox(
+        "Axis", basis.labels, key=f"generate-{run.info.name}-traversal-axis"
+    )
+    steps = steps_column.slider(
+        "Steps", 5, 15, 9, key="generate-traversal-steps", persist_state="session"
+    )
+    limit = range_column.slider(
+        "Range (±)",
+        0.5,
+        SLIDER_LIMIT,
+        SLIDER_LIMIT,
+        step=0.5,
+        key="generate-traversal-range",
+        persist_state="session",
+    )
+    seed = seed_column.number_input(
+        "Seed", min_value=0, key="generate-traversal-seed", persist_state="session"
+    )
+    # Redrawing on every slider move would decode a whole grid per move.
+    st.button(
+        "Update from the sliders",
+        key="generate-traversal-update",
+        help="The top row is the slider point when this grid was drawn.",
+    )
+
+    axis = basis.labels.index(label)
+    images = decode(run.decoder, traversal_points(axis, steps, limit, seed))
+    grid = show_grid(
+        images,
+        cols=steps,
+        caption=f"Top row: the slider point; below: {RANDOM_ROWS} random points (seed {seed}). "
+        f"{label} from -{limit:g} (left) to +{limit:g} (right).",
+    )
+    with st.container(horizontal=True):
+        st.download_button(
+            "Download PNG",
+            latent.png_bytes(grid),
+            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.png",
+            mime="image/png",
+            on_click="ignore",
+            key="generate-traversal-download",
+        )
+        st.download_button(
+            "Download GIF",
+            # Made only when clicked: encoding the enlarged frames is slow.
+            functools.partial(animation, images[:steps], max(1, GIF_SIDE // config.image_size)),
+            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.gif",
+            mime="image/gif",
+            on_click="ignore",
+            key="generate-traversal-gif-download",
+        )
+
+
+@st.fragment
+def latent_map() -> None:
+    st.header("Latent map")
+    # Cached as PNG: 144 decodes and a large PNG are too slow to redo on every full rerun.
+    modified = (run.info.path / "config.json").stat().st_mtime
+    png = latent_map_png(run.decoder, str(run.info.path), modified)
+    st.image(png, caption="z1 from -3 (left) to +3 (right), z2 from +3 (top) to -3 (bottom)")
+    st.download_button(
+        "Download PNG",
+        png,
+        file_name=f"{run.info.name}-latent-map.png",
+        mime="image/png",
+        on_click="ignore",
+        key="generate-map-download",
+    )
+
+    stats = runs.read_latent_stats(run.info.path)
+    if stats is None:
+        st.caption(
+            "This run has no statistics of its training set's latent codes (it was saved "
+            "before they were recorded), so there is no scatter of the training dogs."
+        )
+        return
+    training = pd.DataFrame(stats["points"], columns=["z1", "z2"])
+    point = slider_point(slider_values())
+    current = pd.DataFrame({"z1": [point[0]], "z2": [point[1]]})
+    training = training.assign(series="training dogs", size=20)
+    current = current.assign(series="slider point", size=200)
+    st.scatter_chart(
+        pd.concat([training, current], ignore_index=True),
+        x="z1",
+        y="z2",
+        color="series",
+        size="size",
+    )
+    st.caption(
+        "Each small dot is a training dog's latent mean; the large one is the slider point "
+        "when this chart was drawn."
+    )
+    st.button("Update from the sliders", key="generate-map-update")
+
+
 sampled_dogs()
 latent_sliders()
+traversal()
+if latent_dim == 2:
+    latent_map()

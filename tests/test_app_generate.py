@@ -1,31 +1,42 @@
-"""AppTest for the Generate page: the sample grid, the latent sliders and their buttons.
+"""AppTest for the Generate page: the sample grid and its memorisation check, the latent
+sliders (plain axes or PCA directions) with their buttons and photo upload, the
+traversal and the latent map of 2-D runs.
 
 Runs are saved once per module (untrained models, no training) and copied into
-each test's own runs folder.
+each test's own runs folder; the ``models`` fixture keeps them in memory, so a
+test can compute what the page should show.
 
 How images are compared: AppTest's media storage names every file after a hash
-of its bytes, so an ``st.image``'s URL changes exactly when its encoded pixels
-do (``image_urls``). Where a test needs the pixels themselves (sizes, downloads),
-the ``media`` fixture records the bytes the page hands to Streamlit, by URL.
+of its bytes, so an ``st.image``'s URL (or an eager download's) changes exactly
+when its encoded pixels do (``image_urls``, ``point_url``). Where a test needs
+the pixels themselves (sizes, downloads), the ``media`` fixture records the
+bytes the page hands to Streamlit, by URL, and the deferred downloads (the GIF)
+as callables, by file name.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import dog_like
 from PIL import Image
+from streamlit import dataframe_util
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from dogvae import runs
+from dogvae import latent, runs
+from dogvae.data import Dataset, DatasetReport, decode_image
 
 APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/generate.py"
 SIDE = 64  # ModelConfig's default image size
+MAP_SIZE = 12  # the latent map is MAP_SIZE x MAP_SIZE images
 
 
 def vivid_decoder(config):
@@ -42,25 +53,46 @@ def vivid_decoder(config):
     return decoder
 
 
+def latent_stats(latent_dim: int) -> dict[str, np.ndarray]:
+    """Statistics of made-up latent means: centred on 0.5, a different spread along each axis."""
+    spreads = np.linspace(2.0, 0.2, latent_dim)
+    means = 0.5 + np.random.default_rng(0).standard_normal((300, latent_dim)) * spreads
+    return latent.latent_statistics(means)
+
+
 @pytest.fixture(scope="module")
-def saved_runs(tmp_path_factory) -> Path:
-    """Untrained seed-preset runs: "tiny" (latent 2) and "wide" (latent 12), each in its folder."""
-    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+def models() -> dict[str, tuple]:
+    """(encoder, decoder) of each saved run, to compute in the test what the page should show."""
+    from dogvae.config import ModelConfig
     from dogvae.model import build_encoder
 
-    folder = tmp_path_factory.mktemp("saved")
-    for name, latent_dim in (("tiny", 2), ("wide", 12)):
+    made = {}
+    for name, latent_dim in (("tiny", 2), ("pca", 12)):
         config = ModelConfig(latent_dim=latent_dim)
+        made[name] = (build_encoder(config), vivid_decoder(config))
+    return made
+
+
+@pytest.fixture(scope="module")
+def saved_runs(tmp_path_factory, models) -> Path:
+    """Untrained seed-preset runs, each in its folder: "tiny" (latent 2) and "pca" (latent 12),
+    both with latent statistics."""
+    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+
+    folder = tmp_path_factory.mktemp("saved")
+    for name, (encoder, decoder) in models.items():
+        config = ModelConfig(latent_dim=encoder.outputs[0].shape[-1])
         runs.save_run(
             folder / name / name,
-            build_encoder(config),
-            vivid_decoder(config),
+            encoder,
+            decoder,
             model_config=config,
             train_config=TrainConfig(epochs=1),
             data_config=DataConfig(),
             data={"source": "test", "readable": 1},
             history=[],
             preset="seed",
+            latent_stats=latent_stats(config.latent_dim),
         )
     return folder
 
@@ -82,34 +114,57 @@ def tiny_run(runs_folder, saved_runs) -> Path:
     return runs_folder / "tiny"
 
 
-@pytest.fixture
-def wide_run(runs_folder, saved_runs) -> Path:
-    shutil.copytree(saved_runs / "wide", runs_folder, dirs_exist_ok=True)
+def copy_without_statistics(saved_runs: Path, runs_folder: Path) -> Path:
+    """The "pca" run as "wide": latent 12, saved without latent statistics."""
+    shutil.copytree(saved_runs / "pca" / "pca", runs_folder / "wide")
+    (runs_folder / "wide" / runs.LATENT_STATS).unlink()
     return runs_folder / "wide"
 
 
 @pytest.fixture
-def media(monkeypatch) -> dict[str, tuple[bytes, str | None]]:
-    """(bytes, file name) of every image and eager download the app registers, by URL."""
-    files: dict[str, tuple[bytes, str | None]] = {}
-    add = MediaFileManager.add
+def wide_run(runs_folder, saved_runs) -> Path:
+    return copy_without_statistics(saved_runs, runs_folder)
+
+
+@pytest.fixture
+def pca_run(runs_folder, saved_runs) -> Path:
+    shutil.copytree(saved_runs / "pca", runs_folder, dirs_exist_ok=True)
+    return runs_folder / "pca"
+
+
+@pytest.fixture
+def media(monkeypatch) -> dict:
+    """Images and eager downloads as {url: (bytes, name)}; deferred ones as {name: callable}."""
+    files: dict = {}
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
 
     def remember(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
         url = add(self, path_or_data, mimetype, coordinates, file_name, **kwargs)
         files[url] = (path_or_data, file_name)
         return url
 
+    def remember_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
     monkeypatch.setattr(MediaFileManager, "add", remember)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember_deferred)
     return files
 
 
-def generate_page() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    assert not at.exception
-    at.switch_page(PAGE).run()
-    assert not at.exception
+def run(target) -> AppTest:
+    """Run the app (an AppTest, or a widget just set or clicked) and check it showed no error."""
+    at = target.run()
+    assert not at.exception, at.exception
     return at
+
+
+def generate_page(dataset: Dataset | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if dataset is not None:
+        at.session_state["dataset"] = dataset
+    # Straight to the page: before the first run AppTest finds it by its file name.
+    return run(at.switch_page(PAGE))
 
 
 def image_urls(at: AppTest) -> list[str]:
@@ -117,13 +172,76 @@ def image_urls(at: AppTest) -> list[str]:
     return [url for element in at.image for url in element.value]
 
 
+def captions(at: AppTest) -> list[str]:
+    """The captions of every st.image on the page, in order."""
+    return [text for element in at.image for text in element.captions]
+
+
+def point_url(at: AppTest) -> str:
+    """The URL of the slider point's PNG download: equal URLs mean equal decoded images."""
+    return at.download_button(key="generate-point-download").proto.url
+
+
+def downloaded(media, at: AppTest, key: str) -> np.ndarray:
+    data, _ = media[at.download_button(key=key).proto.url]
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
 def pixels(media, url: str) -> np.ndarray:
     data, _ = media[url]
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def sliders(at: AppTest) -> list:
+    """The latent sliders (keys generate-<run>-z<n>), whatever their labels."""
+    return [slider for slider in at.slider if re.fullmatch(r"generate-\w+-z\d+", slider.key or "")]
+
+
 def slider_values(at: AppTest) -> list[float]:
-    return [slider.value for slider in at.slider if slider.label.startswith("z")]
+    return [slider.value for slider in sliders(at)]
+
+
+def scatter_series(at: AppTest) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latent map's scatter chart data: the training dogs' rows and the slider point's."""
+    (chart,) = at.get("vega_lite_chart")
+    frame = dataframe_util.convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+    return frame[frame.series == "training dogs"], frame[frame.series == "slider point"]
+
+
+def click(at: AppTest, label: str) -> None:
+    run(next(button for button in at.button if button.label == label).click())
+
+
+def decoded_png(decoder, point: np.ndarray) -> np.ndarray:
+    """What the point download holds for ``point``: the decoded image as uint8 (H, W)."""
+    from dogvae.model import decode
+
+    return latent.to_uint8(decode(decoder, point)[0])[..., 0]
+
+
+def png_file(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_dataset(images: np.ndarray) -> Dataset:
+    count, side, _, channels = images.shape
+    table = pd.DataFrame({"filepaths": [f"dog{i}.png" for i in range(count)], "split": "train"})
+    report = DatasetReport(
+        source="test",
+        kind="folder",
+        rows=count,
+        found=count,
+        readable=count,
+        unreadable=(),
+        train=count,
+        validation=0,
+        split="all train",
+        image_size=side,
+        channels=channels,
+    )
+    return Dataset(images=images, table=table, report=report)
 
 
 def test_without_a_model_the_page_says_so(runs_folder):
@@ -145,94 +263,221 @@ def test_grid_shows_count_samples_and_downloads_them(tiny_run, media):
     assert file_name == "tiny-samples-seed0.png"
     assert Image.open(io.BytesIO(data)).size == (side, side)
 
-    at.slider(key="generate-count").set_value(4).run()
-    assert not at.exception
+    run(at.slider(key="generate-count").set_value(4))
     side = 2 * SIDE + 3 * 2
     assert pixels(media, image_urls(at)[0]).shape[:2] == (2 * side, 2 * side)
 
 
 def test_seed_and_resample_change_the_grid_only(tiny_run):
     at = generate_page()
-    grid_url, point_url = image_urls(at)
+    grid_url, point = image_urls(at)[0], point_url(at)
 
-    at.number_input(key="generate-seed").set_value(5).run()
-    assert not at.exception
-    seed5_url, seed5_point_url = image_urls(at)
+    run(at.number_input(key="generate-seed").set_value(5))
+    seed5_url = image_urls(at)[0]
     assert seed5_url != grid_url
-    assert seed5_point_url == point_url
+    assert point_url(at) == point
 
-    at.button[0].click().run()  # Resample
-    assert not at.exception
+    run(at.button[0].click())  # Resample
     assert at.button[0].label == "Resample"
     assert at.number_input(key="generate-seed").value != 5
     assert image_urls(at)[0] != seed5_url
 
-    at.number_input(key="generate-seed").set_value(0).run()
+    run(at.number_input(key="generate-seed").set_value(0))
     assert image_urls(at)[0] == grid_url
 
 
 def test_moving_a_slider_changes_the_decoded_image(tiny_run):
     at = generate_page()
-    assert [slider.label for slider in at.slider if slider.label.startswith("z")] == ["z1", "z2"]
-    grid_url, point_url = image_urls(at)
+    assert [slider.label for slider in sliders(at)] == ["z1", "z2"]
+    assert any("Each slider sets one latent coordinate" in text.value for text in at.caption)
+    grid_url, point = image_urls(at)[0], point_url(at)
 
-    at.slider(key="generate-tiny-z1").set_value(1.5).run()
-    assert not at.exception
-    moved_grid_url, moved_point_url = image_urls(at)
-    assert moved_point_url != point_url
-    assert moved_grid_url == grid_url
+    run(at.slider(key="generate-tiny-z1").set_value(1.5))
+    assert point_url(at) != point
+    assert image_urls(at)[0] == grid_url
 
 
 def test_random_point_then_reset(wide_run):
     at = generate_page()
-    _, origin_url = image_urls(at)
+    origin = point_url(at)
     assert slider_values(at) == [0.0] * 8
 
-    next(button for button in at.button if button.label == "Random point").click().run()
-    assert not at.exception
+    click(at, "Random point")
     values = slider_values(at)
     assert any(values)  # eight exact zeros from a normal distribution do not happen
     assert all(-3.0 <= value <= 3.0 for value in values)
     assert np.allclose(np.round(np.array(values) / 0.05) * 0.05, values)
-    assert image_urls(at)[1] != origin_url
+    assert point_url(at) != origin
 
-    next(button for button in at.button if button.label == "Reset").click().run()
-    assert not at.exception
+    click(at, "Reset")
     assert slider_values(at) == [0.0] * 8
-    assert image_urls(at)[1] == origin_url
+    assert point_url(at) == origin
 
 
-def test_a_wide_latent_shows_eight_sliders(wide_run):
+def test_a_wide_latent_without_statistics_shows_its_first_eight_axes(wide_run):
     at = generate_page()
-    assert [slider.label for slider in at.slider if slider.label.startswith("z")] == [
-        f"z{index}" for index in range(1, 9)
-    ]
+    assert [slider.label for slider in sliders(at)] == [f"z{index}" for index in range(1, 9)]
     assert any("12 latent dimensions" in caption.value for caption in at.caption)
+    assert not any(header.value == "Latent map" for header in at.header)
+
+
+def test_a_wide_latent_with_statistics_slides_along_directions_around_the_average_dog(
+    pca_run, models, media
+):
+    _, decoder = models["pca"]
+    basis = latent.slider_basis(12, runs.read_latent_stats(pca_run))
+    at = generate_page()
+    assert [slider.label for slider in sliders(at)] == [f"direction {i}" for i in range(1, 9)]
+    assert any("vary most" in caption.value for caption in at.caption)
+
+    click(at, "Random point")
+    click(at, "Reset")
+    assert slider_values(at) == [0.0] * 8
+    average_dog = decoded_png(decoder, basis.to_point(np.zeros(8)))
+    shown = downloaded(media, at, "generate-point-download")
+    assert np.abs(shown.astype(int) - average_dog).max() <= 1
+    # The average dog is not the origin's image (the made-up means are centred on 0.5).
+    assert np.abs(shown.astype(int) - decoded_png(decoder, np.zeros(12))).max() > 10
+
+
+def test_an_uploaded_photo_puts_the_sliders_at_its_point(pca_run, models, media):
+    from dogvae.model import encode
+
+    encoder, decoder = models["pca"]
+    basis = latent.slider_basis(12, runs.read_latent_stats(pca_run))
+    photo = png_file(dog_like((48, 40), seed=3))
+    z_mean = encode(encoder, decode_image(photo, SIDE, 1)[None])[0][0]
+    expected, _ = basis.from_point(z_mean)
+    at = generate_page()
+    before = point_url(at)
+
+    run(at.file_uploader(key="generate-pca-upload").set_value(("dog.png", photo, "image/png")))
+    assert not at.error
+    assert np.abs(np.array(slider_values(at)) - np.clip(expected, -3, 3)).max() <= 0.025 + 1e-6
+    assert captions(at)[1:3] == ["Your photo, as the model sees it", "Its reconstruction"]
+    # The sliders and the residual together are the photo's point: the image is its reconstruction.
+    assert point_url(at) != before
+    shown = downloaded(media, at, "generate-point-download")
+    assert np.abs(shown.astype(int) - decoded_png(decoder, z_mean)).max() <= 1
+
+    # The upload is used once: moving a slider afterwards sticks.
+    run(at.slider(key="generate-pca-z1").set_value(2.0))
+    assert at.slider(key="generate-pca-z1").value == 2.0
+    assert "Its reconstruction" in captions(at)
+
+    click(at, "Reset")  # also forgets the photo's residual: back to the average dog
+    average_dog = decoded_png(decoder, basis.to_point(np.zeros(8)))
+    shown = downloaded(media, at, "generate-point-download")
+    assert np.abs(shown.astype(int) - average_dog).max() <= 1
+
+
+def test_an_unusable_upload_is_refused_and_changes_nothing(tiny_run):
+    at = generate_page()
+    run(at.slider(key="generate-tiny-z1").set_value(1.0))
+    point = point_url(at)
+
+    run(
+        at.file_uploader(key="generate-tiny-upload").set_value(
+            ("dog.png", b"this is not a picture of a dog\n", "image/png")
+        )
+    )
+    assert any("not a usable image" in error.value for error in at.error)
+    assert slider_values(at) == [1.0, 0.0]
+    assert point_url(at) == point
+    assert "Its reconstruction" not in captions(at)
+
+
+def test_traversal_grid_and_gif(tiny_run, media):
+    at = generate_page()
+    # Default: 9 steps; four rows (the slider point and three random points).
+    traversal = downloaded(media, at, "generate-traversal-download")
+    assert traversal.shape[:2] == (4 * SIDE + 5 * 2, 9 * SIDE + 10 * 2)
+
+    run(at.slider(key="generate-traversal-steps").set_value(5))
+    traversal = downloaded(media, at, "generate-traversal-download")
+    assert traversal.shape[:2] == (4 * SIDE + 5 * 2, 5 * SIDE + 6 * 2)
+    gif = Image.open(io.BytesIO(media["tiny-traversal-z1.gif"]()))
+    assert gif.n_frames == 2 * 5 - 2  # forwards, then backwards without repeating the ends
+    assert gif.size == (4 * SIDE, 4 * SIDE)
+
+    # The top row is the slider point: at its own z1 value it is the point's image.
+    run(at.slider(key="generate-tiny-z1").set_value(-3.0))
+    run(at.button(key="generate-traversal-update").click())
+    first = downloaded(media, at, "generate-traversal-download")[2 : 2 + SIDE, 2 : 2 + SIDE]
+    assert np.array_equal(first, downloaded(media, at, "generate-point-download"))
+
+    run(at.selectbox(key="generate-tiny-traversal-axis").set_value("z2"))
+    assert "tiny-traversal-z2.gif" in media
+
+
+def test_a_2d_run_shows_the_latent_map_and_the_training_dogs(tiny_run, media):
+    at = generate_page()
+    assert any(header.value == "Latent map" for header in at.header)
+    side = MAP_SIZE * SIDE + (MAP_SIZE + 1) * 2
+    assert downloaded(media, at, "generate-map-download").shape[:2] == (side, side)
+    training, point = scatter_series(at)
+    assert len(training) == 300  # every made-up latent mean (fewer than MAX_SCATTER_POINTS)
+    assert point[["z1", "z2"]].values.tolist() == [[0.0, 0.0]]
+
+    # The point marks the sliders when the map was drawn, and moves with Update.
+    run(at.slider(key="generate-tiny-z1").set_value(1.5))
+    run(at.slider(key="generate-tiny-z2").set_value(-0.5))
+    run(at.button(key="generate-map-update").click())
+    _, point = scatter_series(at)
+    assert point[["z1", "z2"]].values.tolist() == [[1.5, -0.5]]
+
+    (tiny_run / runs.LATENT_STATS).unlink()
+    at = generate_page()
+    assert not at.get("vega_lite_chart")
+    assert any("no statistics" in caption.value for caption in at.caption)
+
+
+def test_memorisation_check_pairs_samples_with_their_nearest_training_images(
+    tiny_run, models, media
+):
+    at = generate_page()
+    run(at.toggle(key="generate-nearest").set_value(True))
+    assert any("**Data** page" in info.value for info in at.info)
+
+    # A training set holding an exact copy of the first sample, among noise.
+    from dogvae.model import decode
+
+    first = latent.to_uint8(decode(models["tiny"][1], latent.sample_latents(16, 2, 0))[:1])
+    noise = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
+    at.session_state["dataset"] = make_dataset(np.concatenate([noise, first]))
+    run(at)
+    assert not at.info
+    assert any("Median RMS distance" in caption.value for caption in at.caption)
+    # 16 pairs, four to a row: 4 rows of 8 images, enlarged twice.
+    pairs = pixels(media, image_urls(at)[1])[::2, ::2]
+    assert pairs.shape[:2] == (4 * SIDE + 5 * 2, 8 * SIDE + 9 * 2)
+    sample, nearest = (
+        pairs[2 : 2 + SIDE, 2 : 2 + SIDE],
+        pairs[2 : 2 + SIDE, 4 + SIDE : 4 + 2 * SIDE],
+    )
+    assert np.array_equal(sample, nearest)
 
 
 def test_point_download_is_the_shown_point(tiny_run, media):
     at = generate_page()
-    at.slider(key="generate-tiny-z2").set_value(-1.0).run()
-    data, file_name = media[at.download_button(key="generate-point-download").proto.url]
+    run(at.slider(key="generate-tiny-z2").set_value(-1.0))
+    data, file_name = media[point_url(at)]
     assert file_name == "tiny-point.png"
-    downloaded = np.asarray(Image.open(io.BytesIO(data)))
-    assert downloaded.shape == (SIDE, SIDE)  # grayscale, at the model's size
+    saved = np.asarray(Image.open(io.BytesIO(data)))
+    assert saved.shape == (SIDE, SIDE)  # grayscale, at the model's size
     # The large view is the same image, each pixel repeated 4x4.
     shown = pixels(media, image_urls(at)[1])
     assert shown.shape == (4 * SIDE, 4 * SIDE)
-    assert np.abs(shown[::4, ::4].astype(int) - downloaded).max() <= 2  # st.image sends JPEG
+    assert np.array_equal(shown[::4, ::4], saved)
 
 
 def test_sliders_survive_a_page_switch_but_not_a_model_switch(tiny_run, saved_runs, runs_folder):
     at = generate_page()
-    at.slider(key="generate-tiny-z1").set_value(1.5).run()
-    at.switch_page("pages/data.py").run()
-    at.switch_page(PAGE).run()
-    assert not at.exception
+    run(at.slider(key="generate-tiny-z1").set_value(1.5))
+    run(at.switch_page("pages/data.py"))
+    run(at.switch_page(PAGE))
     assert at.slider(key="generate-tiny-z1").value == 1.5
 
-    shutil.copytree(saved_runs / "wide", runs_folder, dirs_exist_ok=True)
-    at.session_state["active_run"] = str(runs_folder / "wide")
-    at.run()
-    assert not at.exception
+    at.session_state["active_run"] = str(copy_without_statistics(saved_runs, runs_folder))
+    run(at)
     assert slider_values(at) == [0.0] * 8

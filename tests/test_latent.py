@@ -563,3 +563,9 @@ def test_nearest_images_finds_the_copy():
     assert distance[1] == pytest.approx(0, abs=1e-6) and 0 < distance[0] < 0.02
     with pytest.raises(ValueError, match="values each"):
         latent.nearest_images(queries, pool[:, :4])
+
+
+def test_statistics_of_another_latent_size_are_refused():
+    stats = latent.latent_statistics(np.random.default_rng(4).normal(size=(40, 10)))
+    with pytest.raises(ValueError, match="dimensions"):
+        latent.slider_basis(12, stats)
