@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     train.add_argument("--limit", type=_positive_int, help="use only the first N images")
     train.add_argument("--data-root", help="folder that image paths must stay inside")
+    train.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="one device; all local GPUs; or several machines via TF_CONFIG (see README)",
+    )
     train.set_defaults(handler=_train)
 
     generate = commands.add_parser("generate", help="write a grid of sampled dogs")
@@ -187,6 +193,10 @@ def _train(args) -> int:
     ).validate()
     check_run_target(args.out)
 
+    from dogvae.training import make_strategy
+
+    # Before loading data: MultiWorkerMirroredStrategy must come before other TF work.
+    strategy = make_strategy(args.strategy) if args.strategy != "default" else None
     dataset = _load(args, data_config).require_images()
     report = dataset.report
     print(
@@ -228,6 +238,7 @@ def _train(args) -> int:
             preset=args.preset,
             on_event=on_event,
             stop_event=stop,
+            strategy=strategy,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

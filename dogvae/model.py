@@ -174,9 +174,13 @@ class VAE(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
     def train_step(self, data):
+        # Under tf.distribute each replica sees its share of the batch and the
+        # optimizer sums the replicas' gradients: dividing by the replica count
+        # makes that sum the gradient of the global batch mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             reconstruction_loss, kl = self._terms(data, training=True)
-            objective = reconstruction_loss + self.kl_weight * kl
+            objective = (reconstruction_loss + self.kl_weight * kl) / replicas
         gradients = tape.gradient(objective, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
         return self._update(reconstruction_loss, kl)

@@ -200,6 +200,46 @@ def _batches(tf, images: np.ndarray, batch_size: int, shuffle: bool, seed: int):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def make_strategy(name: str = "default"):
+    """A tf.distribute strategy by name.
+
+    "default" trains on one device (the CPU, or the first GPU); "mirrored"
+    replicates over every local GPU (the CPU when there is none); "multiworker"
+    spans machines as described by the TF_CONFIG environment variable (create it
+    before any other TensorFlow work, as TensorFlow requires).
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+
+
+def is_chief() -> bool:
+    """Whether this process saves the run: always, except on a multi-worker's other workers.
+
+    TF_CONFIG names the chief either as task type "chief" or, in a cluster
+    without one, as worker 0.
+    """
+    import json
+    import os
+
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task") or {}
+    if not task:
+        return True
+    if "chief" in (config.get("cluster") or {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and task.get("index", 0) == 0
+
+
 def train_vae(
     train_images: np.ndarray,
     validation_images: np.ndarray | None,
@@ -209,6 +249,7 @@ def train_vae(
     on_event: OnEvent | None = None,
     stop_event: threading.Event | None = None,
     extra_callbacks: tuple = (),
+    strategy=None,
 ) -> TrainResult:
     """Train a fresh VAE on uint8 images (N, H, W, C).
 
@@ -220,6 +261,8 @@ def train_vae(
         on_event: Called with progress events (see ``LiveHistory``) from the training thread.
         stop_event: When set, training ends after the current batch.
         extra_callbacks: More Keras callbacks, run before the built-in one.
+        strategy: A tf.distribute strategy (see ``make_strategy``); None for one device.
+            ``batch_size`` is the global batch, split over the replicas.
 
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
@@ -242,8 +285,9 @@ def train_vae(
     from dogvae.model import build_vae
 
     keras.utils.set_random_seed(train_config.seed)
-    vae = build_vae(model_config, kl_weight=kl_weight_for_epoch(train_config, 0))
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        vae = build_vae(model_config, kl_weight=kl_weight_for_epoch(train_config, 0))
+        vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
 
     has_validation = validation_images is not None and len(validation_images) > 0
     batch_size = min(train_config.batch_size, len(train_images))
@@ -285,6 +329,7 @@ def train_and_save(
     preset: str = "custom",
     on_event: OnEvent | None = None,
     stop_event: threading.Event | None = None,
+    strategy=None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
@@ -311,7 +356,10 @@ def train_and_save(
         train_config,
         on_event=on_event,
         stop_event=stop_event,
+        strategy=strategy,
     )
+    if not is_chief():
+        return Path(out_dir), result  # the chief saves; every worker trained the same weights
     from dogvae.model import encode
 
     z_means, _ = encode(result.encoder, dataset.train_images[:MAX_STATISTICS_IMAGES])

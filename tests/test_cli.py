@@ -250,3 +250,22 @@ def test_real_process_bad_input_has_no_traceback(tmp_path):
     assert code == 2
     assert err.strip().startswith("dogvae train: error: no readable image")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_train_with_a_mirrored_strategy(tmp_path, image_folder, capsys):
+    code = main(
+        [
+            "train",
+            str(image_folder),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--strategy",
+            "mirrored",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["status"] == "finished"
