@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=_positive_int, help="use only the first N images")
     train.add_argument("--data-root", help="folder that image paths must stay inside")
     train.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from this run's weights (same architecture) instead of from scratch",
+    )
+    train.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multiworker"),
         default="default",
@@ -170,6 +175,15 @@ def _train(args) -> int:
 
     preset = get_preset(args.preset)
     model_config = preset.model
+    if args.init_from:
+        from dogvae.runs import read_run_info
+
+        model_config = read_run_info(args.init_from).model_config
+        if args.latent_dim not in (None, model_config.latent_dim):
+            raise ValueError(
+                f"--latent-dim {args.latent_dim} differs from the run in --init-from "
+                f"(latent {model_config.latent_dim}); weights only carry over unchanged"
+            )
     if args.latent_dim is not None:
         model_config = replace(model_config, latent_dim=args.latent_dim)
     overrides = {
@@ -206,6 +220,11 @@ def _train(args) -> int:
 
     from dogvae.training import train_and_save
 
+    initial_weights = None
+    if args.init_from:
+        start = _load_run(args.init_from)
+        initial_weights = (start.encoder.get_weights(), start.decoder.get_weights())
+
     stop = threading.Event()
 
     def stop_on_interrupt(signum, frame):
@@ -239,6 +258,7 @@ def _train(args) -> int:
             on_event=on_event,
             stop_event=stop,
             strategy=strategy,
+            initial_weights=initial_weights,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -250,6 +250,7 @@ def train_vae(
     stop_event: threading.Event | None = None,
     extra_callbacks: tuple = (),
     strategy=None,
+    initial_weights: tuple[list, list] | None = None,
 ) -> TrainResult:
     """Train a fresh VAE on uint8 images (N, H, W, C).
 
@@ -263,6 +264,8 @@ def train_vae(
         extra_callbacks: More Keras callbacks, run before the built-in one.
         strategy: A tf.distribute strategy (see ``make_strategy``); None for one device.
             ``batch_size`` is the global batch, split over the replicas.
+        initial_weights: (encoder weights, decoder weights) to continue from, e.g. a
+            saved run's, instead of a fresh initialisation.
 
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
@@ -287,6 +290,9 @@ def train_vae(
     keras.utils.set_random_seed(train_config.seed)
     with (strategy or tf.distribute.get_strategy()).scope():
         vae = build_vae(model_config, kl_weight=kl_weight_for_epoch(train_config, 0))
+        if initial_weights is not None:
+            vae.encoder.set_weights(initial_weights[0])
+            vae.decoder.set_weights(initial_weights[1])
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
 
     has_validation = validation_images is not None and len(validation_images) > 0
@@ -330,6 +336,7 @@ def train_and_save(
     on_event: OnEvent | None = None,
     stop_event: threading.Event | None = None,
     strategy=None,
+    initial_weights: tuple[list, list] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
@@ -357,6 +364,7 @@ def train_and_save(
         on_event=on_event,
         stop_event=stop_event,
         strategy=strategy,
+        initial_weights=initial_weights,
     )
     if not is_chief():
         return Path(out_dir), result  # the chief saves; every worker trained the same weights

@@ -269,3 +269,57 @@ def test_train_with_a_mirrored_strategy(tmp_path, image_folder, capsys):
     )
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "m" / "config.json").read_text())["status"] == "finished"
+
+
+def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
+    run_dir, images = trained_run
+    first = json.loads((run_dir / "config.json").read_text())["final"]["loss"]
+    code = main(
+        [
+            "train",
+            str(images),
+            "--out",
+            str(tmp_path / "more"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--init-from",
+            str(run_dir),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    continued = json.loads((tmp_path / "more" / "config.json").read_text())["final"]["loss"]
+    fresh = main(
+        [
+            "train",
+            str(images),
+            "--out",
+            str(tmp_path / "fresh"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+    )
+    assert fresh == 0
+    from_scratch = json.loads((tmp_path / "fresh" / "config.json").read_text())["final"]["loss"]
+    assert continued < from_scratch  # it started where the first run ended
+    assert continued < first + 50
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "train",
+                str(images),
+                "--out",
+                str(tmp_path / "x"),
+                "--init-from",
+                str(run_dir),
+                "--latent-dim",
+                "7",
+            ]
+        )
+        == 2
+    )
+    assert "differs from the run in --init-from" in capsys.readouterr().err
