@@ -5,7 +5,10 @@ Page config and navigation only; each page lives in pages/.
 
 import streamlit as st
 
+from dogvae import ui
+
 st.set_page_config(page_title="dogvae", page_icon="🐕", layout="wide")
+ui.warm_up()  # TensorFlow loads in the background; the Data page never waits for it
 
 navigation = st.navigation(
     [

@@ -5,7 +5,8 @@ datasets users may pick and that uploaded CSVs may point into; DOGVAE_RUNS_DIR
 (default ./runs) holds the run folders. DOGVAE_MAX_TRAININGS caps concurrent
 trainings on the server (default 2). DOGVAE_DEFAULT_RUN is the run a new
 session starts with (default: the pretrained model shipped in models/default;
-"none" for no default).
+"none" for no default). DOGVAE_WARM_UP=0 stops the background import of TensorFlow
+at start-up.
 
 Nothing here imports TensorFlow at module level: the Data page must work before
 TensorFlow has loaded.
@@ -14,7 +15,9 @@ TensorFlow has loaded.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +53,26 @@ def max_trainings() -> int:
         return max(1, int(os.environ.get("DOGVAE_MAX_TRAININGS", "2")))
     except ValueError:
         return 2
+
+
+@st.cache_resource
+def warm_up() -> threading.Thread:
+    """Import TensorFlow and the model code in the background, once per server.
+
+    The Data page never needs them; by the time a user opens Generate or Train,
+    the few seconds of importing TensorFlow have passed in this thread.
+    """
+
+    if os.environ.get("DOGVAE_WARM_UP", "1") == "0":
+        return threading.Thread()  # never started: for tests and small servers
+
+    def work() -> None:
+        for module in ("dogvae.model", "dogvae.training"):
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=work, name="dogvae-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource
