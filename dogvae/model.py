@@ -96,7 +96,10 @@ def _conv_block(layer_class, filters: int, batch_norm: bool, name: str):
 
     def block(x):
         x = layer_class(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        # Momentum 0.9, not Keras' 0.99: the moving statistics used at inference
+        # then settle within tens of steps, so short trainings (a few epochs of a
+        # small dataset) are not judged with half-initialised statistics.
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
         return layers.Activation("relu", name=f"{name}_relu")(x)
 
     return block

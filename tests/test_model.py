@@ -167,3 +167,20 @@ def test_no_hidden_dense_layer_when_dense_units_is_zero():
     encoder = build_encoder(ModelConfig(dense_units=0, latent_dim=4))
     assert "dense" not in [layer.name for layer in encoder.layers]
     assert encoder.get_layer("z_mean").input.shape[-1] == 16 * 16 * 64
+
+
+def test_batch_norm_statistics_settle_within_a_short_training():
+    """Inference uses BatchNorm's moving statistics: after 40 steps they must already
+    describe the data, or a short training is judged (and shown) far worse than it is."""
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=0, batch_norm=True)
+    vae = build_vae(config)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-5))  # weights barely move: stable target
+    x = np.random.default_rng(0).integers(100, 200, (64, 32, 32, 1)).astype(np.uint8)
+    vae.fit(x, epochs=5, batch_size=8, verbose=0)  # 40 steps
+    before_norm = keras.Model(vae.encoder.input, vae.encoder.get_layer("conv_1").output)
+    activations = np.asarray(before_norm(x.astype("float32") / 255))
+    true_mean = activations.mean(axis=(0, 1, 2))
+    moving_mean = np.asarray(vae.encoder.get_layer("conv_1_bn").moving_mean)
+    error = np.abs(moving_mean - true_mean).max() / np.abs(true_mean).max()
+    assert error < 0.1, f"moving mean still {error:.0%} off the data's mean"
