@@ -19,7 +19,14 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/python -m streamlit run streamlit_app.py
 
-test: $(STAMP)
+# Real-browser tests drive Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; \
+	else echo "chromium not found and cannot be installed here: browser tests will be skipped"; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)

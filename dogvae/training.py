@@ -114,16 +114,21 @@ def _make_live_history(keras):
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches = batch + 1
-            values = {key: float(logs[key]) for key in ("loss", "reconstruction", "kl")}
-            if not all(math.isfinite(value) for value in values.values()):
-                self.status = "diverged"
-                self.message = (
-                    f"the loss became {values['loss']} at epoch {self.epoch + 1}, batch "
-                    f"{batch + 1}; kept the weights of the last good epoch "
-                    f"({len(self.history)}). Try a lower learning rate or a KL warm-up."
-                )
-                self.model.stop_training = True
-                return
+            # The loss is looked at when reported (and on an epoch's last batch, and at
+            # the epoch's end): a NaN found a few batches late still rolls back to the
+            # last good epoch, and the other batches cost two comparisons.
+            report = self.batches % self.config.report_every == 0 or self.batches == self.steps
+            if report:
+                values = {key: float(logs[key]) for key in ("loss", "reconstruction", "kl")}
+                if not all(math.isfinite(value) for value in values.values()):
+                    self.status = "diverged"
+                    self.message = (
+                        f"the loss became {values['loss']} at epoch {self.epoch + 1}, batch "
+                        f"{batch + 1}; kept the weights of the last good epoch "
+                        f"({len(self.history)}). Try a lower learning rate or a KL warm-up."
+                    )
+                    self.model.stop_training = True
+                    return
             budget = self.config.budget_minutes
             if budget is not None and time.perf_counter() - self.started > budget * 60:
                 self.status = "budget"
@@ -139,7 +144,7 @@ def _make_live_history(keras):
                     "saved what was learned so far."
                 )
                 self.model.stop_training = True
-            if self.batches % self.config.report_every == 0 or self.batches == self.steps:
+            if report:
                 self.on_event(
                     {
                         "type": "batch",
@@ -162,11 +167,18 @@ def _make_live_history(keras):
                 "seconds": round(time.perf_counter() - self.epoch_started, 3),
                 "kl_weight": float(kl_weight_for_epoch(self.config, epoch)),
             }
-            if not all(math.isfinite(row[key]) for key in _METRICS if key in logs):
+            broken = [key for key in _METRICS if key in logs and not math.isfinite(row[key])]
+            if broken:
                 self.status = "diverged"
+                if all(key.startswith("val_") for key in broken):
+                    where = f"the validation loss became {row.get('val_loss')} at epoch {epoch + 1}"
+                else:  # between two reported batches
+                    where = (
+                        f"the loss became {row['loss']} at epoch {epoch + 1}, "
+                        f"batch {self.batches} or before"
+                    )
                 self.message = (
-                    f"the validation loss became {row.get('val_loss')} at epoch {epoch + 1}; "
-                    "kept the weights of the last good epoch. Try a lower learning rate."
+                    f"{where}; kept the weights of the last good epoch. Try a lower learning rate."
                 )
                 self.model.stop_training = True
                 return
@@ -192,12 +204,90 @@ def _make_live_history(keras):
 _METRICS = ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl")
 
 
-def _batches(tf, images: np.ndarray, batch_size: int, shuffle: bool, seed: int):
-    """A tf.data pipeline over uint8 images: shuffled batches, cast to float inside the model."""
-    dataset = tf.data.Dataset.from_tensor_slices(images)
+# Up to this many bytes of in-memory images go into tf.data as one tensor; beyond
+# it, or for a memory-mapped array, batches are gathered from the array itself.
+MAX_TENSOR_BYTES = 256 * 1024**2
+# A memory-mapped dataset's pages count towards the process's resident memory
+# once read; they are handed back to the page cache after this many bytes.
+RELEASE_MAPPED_BYTES = 128 * 1024**2
+
+
+def _batches(
+    tf,
+    images: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    indices: np.ndarray | None = None,
+):
+    """A tf.data pipeline of shuffled uint8 batches, cast to float inside the model.
+
+    The batches hold the rows ``indices`` of ``images`` (default: all). Small
+    in-memory sets become one tensor. Larger or memory-mapped sets stream:
+    only the row numbers go through tf.data (shuffled per epoch with ``seed``)
+    and each batch is gathered from ``images``, so the set is never copied whole,
+    into a TensorFlow constant or into float32. Both give the same batches.
+    """
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
+    mapping = _mapping_of(images)
+    if mapping is None and len(rows) * images[0].nbytes <= MAX_TENSOR_BYTES:
+        dataset = tf.data.Dataset.from_tensor_slices(images if indices is None else images[rows])
+        if shuffle:
+            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    gather = _Gather(images, mapping)
+    shape = (None, *images.shape[1:])
+
+    def load(batch_rows):
+        batch = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
+        return tf.ensure_shape(batch, shape)
+
+    dataset = tf.data.Dataset.from_tensor_slices(rows)
     if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+
+
+def _mapping_of(images: np.ndarray):
+    """The mmap under a memory-mapped array (or a view of one), else None."""
+    import mmap
+
+    base = images
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
+        base = getattr(base, "base", None)
+    return None
+
+
+class _Gather:
+    """Copies the rows of one batch out of an array, releasing mapped pages now and then."""
+
+    def __init__(self, images: np.ndarray, mapping) -> None:
+        self.images = images
+        self.mapping = mapping
+        self.since_release = 0
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        batch = self.images[rows]
+        if self.mapping is not None and hasattr(self.mapping, "madvise"):
+            self.since_release += batch.nbytes
+            if self.since_release >= RELEASE_MAPPED_BYTES:
+                import mmap
+
+                # The pages stay in the page cache; only this process's mapping
+                # of them is dropped, so ru_maxrss stays flat over an epoch.
+                self.mapping.madvise(mmap.MADV_DONTNEED)
+                self.since_release = 0
+        return batch
+
+
+def _first_rows(images: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
+    """The first MAX_DIAGNOSTIC_IMAGES images (of ``indices``), copied out of the array."""
+    if indices is None:
+        return np.array(images[:MAX_DIAGNOSTIC_IMAGES])
+    return images[np.asarray(indices[:MAX_DIAGNOSTIC_IMAGES], np.int64)]
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -251,11 +341,13 @@ def train_vae(
     extra_callbacks: tuple = (),
     strategy=None,
     initial_weights: tuple[list, list] | None = None,
+    train_indices: np.ndarray | None = None,
+    validation_indices: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a fresh VAE on uint8 images (N, H, W, C).
 
     Args:
-        train_images: Training images, uint8.
+        train_images: Training images, uint8 (a memory-mapped array streams from disk).
         validation_images: Held-out images, uint8, or None/empty for none.
         model_config: The architecture.
         train_config: Epochs, batch size, learning rate, seed, KL schedule.
@@ -266,6 +358,9 @@ def train_vae(
             ``batch_size`` is the global batch, split over the replicas.
         initial_weights: (encoder weights, decoder weights) to continue from, e.g. a
             saved run's, instead of a fresh initialisation.
+        train_indices: Train on these rows of ``train_images`` only (default: all), so
+            that one split of a large array needs no copy.
+        validation_indices: Likewise for ``validation_images``.
 
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
@@ -277,7 +372,8 @@ def train_vae(
         raise ValueError(
             f"training images have shape {train_images.shape[1:]}, expected {expected}"
         )
-    if len(train_images) == 0:
+    train_count = len(train_images) if train_indices is None else len(train_indices)
+    if train_count == 0:
         raise ValueError("no training images: the training split is empty")
     if train_images.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {train_images.dtype}")
@@ -295,23 +391,33 @@ def train_vae(
             vae.decoder.set_weights(initial_weights[1])
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
 
-    has_validation = validation_images is not None and len(validation_images) > 0
-    batch_size = min(train_config.batch_size, len(train_images))
-    steps = math.ceil(len(train_images) / batch_size)
-    diagnostic_images = validation_images if has_validation else train_images
+    validation_count = 0
+    if validation_images is not None:
+        validation_count = (
+            len(validation_images) if validation_indices is None else len(validation_indices)
+        )
+    has_validation = validation_count > 0
+    batch_size = min(train_config.batch_size, train_count)
+    steps = math.ceil(train_count / batch_size)
+    if has_validation:
+        diagnostic_images = _first_rows(validation_images, validation_indices)
+    else:
+        diagnostic_images = _first_rows(train_images, train_indices)
     callback = _make_live_history(keras)(
         on_event=on_event or (lambda event: None),
         stop_event=stop_event,
         config=train_config,
         steps=steps,
         sample_z=latent.sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
-        diagnostic_images=diagnostic_images[:MAX_DIAGNOSTIC_IMAGES],
+        diagnostic_images=diagnostic_images,
     )
     started = time.perf_counter()
     vae.fit(
-        _batches(tf, train_images, batch_size, True, train_config.seed),
+        _batches(tf, train_images, batch_size, True, train_config.seed, train_indices),
         validation_data=(
-            _batches(tf, validation_images, batch_size, False, 0) if has_validation else None
+            _batches(tf, validation_images, batch_size, False, 0, validation_indices)
+            if has_validation
+            else None
         ),
         epochs=train_config.epochs,
         shuffle=False,  # the pipeline shuffles
@@ -356,21 +462,33 @@ def train_and_save(
             f"{model_config.image_size}x{model_config.channels}"
         )
     runs.check_run_target(out_dir)
+    # Indices into the one array: a split of a large (memory-mapped) set is never copied.
+    train_indices = dataset.train_indices
     result = train_vae(
-        dataset.train_images,
-        dataset.validation_images,
+        dataset.images,
+        dataset.images,
         model_config,
         train_config,
         on_event=on_event,
         stop_event=stop_event,
         strategy=strategy,
         initial_weights=initial_weights,
+        train_indices=train_indices,
+        validation_indices=dataset.validation_indices,
     )
     if not is_chief():
         return Path(out_dir), result  # the chief saves; every worker trained the same weights
     from dogvae.model import encode
 
-    z_means, _ = encode(result.encoder, dataset.train_images[:MAX_STATISTICS_IMAGES])
+    rows = train_indices[:MAX_STATISTICS_IMAGES]
+    # In slices, so that a large RGB set is not copied 20,000 images at once.
+    z_means = np.concatenate(
+        [np.zeros((0, model_config.latent_dim), np.float32)]
+        + [
+            encode(result.encoder, dataset.images[rows[start : start + 2048]])[0]
+            for start in range(0, len(rows), 2048)
+        ]
+    )
     run_dir = runs.save_run(
         out_dir,
         result.encoder,

@@ -250,6 +250,16 @@ def sidebar() -> None:
         st.markdown(data.report.summary() if data is not None else "_none loaded_")
         job = training_job()
         if job is not None and job.running:
-            progress = job.progress()
-            st.caption("Training")
-            st.progress(progress["fraction"], text=f"epoch {progress['epoch']}")
+            _training_status(job)
+
+
+@st.fragment(run_every=2.0)
+def _training_status(job: TrainingJob) -> None:
+    """The sidebar's training bar, redrawn on its own while the page sits still."""
+    if not job.running:
+        return
+    progress = job.progress()
+    st.caption("Training")
+    st.progress(
+        progress["fraction"], text=f"epoch {progress['epoch']} of {job.train_config.epochs}"
+    )

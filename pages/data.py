@@ -13,7 +13,6 @@ from dogvae import ui
 from dogvae.config import IMAGE_SIZES, DataConfig
 from dogvae.data import Dataset, list_sources, load_dataset
 
-ui.sidebar()
 st.title("Data")
 st.write(
     "Give dogvae dog photos: a CSV whose `filepaths` column lists image files, a ZIP of "
@@ -89,6 +88,7 @@ with server_tab:
         if st.button("Load", type="primary"):
             load(choice, str(choice.relative_to(ui.data_dir())))
 
+ui.sidebar()  # after any upload above, so it shows the dataset just loaded
 dataset = ui.dataset()
 if dataset is None:
     st.info("No dataset loaded yet.")

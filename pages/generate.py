@@ -131,6 +131,7 @@ def uploaded_photo() -> dict | None:
         "Encode your photo",
         type=UPLOAD_TYPES,
         key=f"generate-{run.info.name}-upload",
+        max_upload_size=ui.PHOTO_UPLOAD_MB,
         help="The sliders jump to the photo's point in latent space; move them to edit it.",
     )
     if uploaded is None:

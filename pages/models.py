@@ -89,7 +89,7 @@ def dataset(run: runs.RunInfo) -> str:
 def outcome(run: runs.RunInfo) -> None:
     status = run.config.get("status", "finished")
     message = run.config.get("message", "")
-    if status == "finished":
+    if status in ("finished", "budget"):
         st.caption(f"Finished: {message}" if message else "Finished.")
     elif status == "stopped":
         st.warning(f"Stopped before the last epoch: {message}", icon="⏹️")

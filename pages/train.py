@@ -6,6 +6,7 @@ import re
 import time
 from dataclasses import replace
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -88,6 +89,21 @@ def chart_frame(job: TrainingJob) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["epoch", "value", "series"])
 
 
+def line_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Losses against epochs: the axis fits the values (losses sit near 2,500, far from 0),
+    points mark single validation values, the legend sits below so it is not cut."""
+    return (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=20))
+        .encode(
+            x=alt.X("epoch:Q", title="epoch"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", columns=2, title=None)),
+        )
+        .properties(height=280)
+    )
+
+
 def draw(job: TrainingJob) -> None:
     """Progress, charts and the latest sample grid of a job."""
     progress = job.progress()
@@ -101,15 +117,13 @@ def draw(job: TrainingJob) -> None:
     if frame.empty:
         st.caption("The chart appears after the first batches.")
     else:
-        loss_column, kl_column = st.columns(2)
+        loss_column, parts_column = st.columns(2)
         with loss_column:
             st.caption("Loss per image (reconstruction + kl)")
-            parts = frame[frame.series.str.startswith("loss")]
-            st.line_chart(parts, x="epoch", y="value", color="series", height=280)
-        with kl_column:
+            st.altair_chart(line_chart(frame[frame.series.str.startswith("loss")]))
+        with parts_column:
             st.caption("Reconstruction and KL per image")
-            parts = frame[~frame.series.str.startswith("loss")]
-            st.line_chart(parts, x="epoch", y="value", color="series", height=280)
+            st.altair_chart(line_chart(frame[~frame.series.str.startswith("loss")]))
     rows = job.epochs()
     if rows:
         latest = rows[-1]

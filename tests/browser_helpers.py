@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ RERUN_SECONDS = 90
 IDLE = '[data-test-script-state="notRunning"]'
 EXCEPTION = '[data-testid="stException"]'
 UPLOAD_INPUT = '[data-testid="stFileUploader"] input[type=file]'
+MAIN = '[data-testid="stMain"]'
 NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
 
 
@@ -66,20 +68,26 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_app(data_dir: Path, runs_dir: Path, log_path: Path | None = None) -> Iterator[str]:
+def running_app(
+    data_dir: Path,
+    runs_dir: Path,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """Start ``streamlit run streamlit_app.py`` on a free port; yield its URL; stop it.
 
     The server runs in its own process group, so stopping it also ends anything
     it started. Its output goes to ``log_path`` (default: discarded) and is
-    quoted in the error when it does not come up.
+    quoted in the error when it does not come up. ``env`` adds variables.
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
+    server_env = {
         **os.environ,
         "DOGVAE_DATA_DIR": str(data_dir),
         "DOGVAE_RUNS_DIR": str(runs_dir),
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     command = [
         sys.executable,
@@ -98,17 +106,24 @@ def running_app(data_dir: Path, runs_dir: Path, log_path: Path | None = None) ->
             open(log_path, "wb") if log_path else open(os.devnull, "wb")  # noqa: SIM115
         )
         server = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         stack.callback(_stop, server)
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not _healthy(url):
             if server.poll() is not None:
-                raise RuntimeError(f"the app exited with code {server.returncode}{_tail(log_path)}")
+                raise RuntimeError(
+                    f"the app exited with code {server.returncode}{log_tail(log_path)}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the app did not answer {url}/_stcore/health within "
-                    f"{SERVER_START_SECONDS} s{_tail(log_path)}"
+                    f"{SERVER_START_SECONDS} s{log_tail(log_path)}"
                 )
             time.sleep(0.25)
         yield url
@@ -126,7 +141,8 @@ def _stop(server: subprocess.Popen) -> None:
             continue
 
 
-def _tail(log_path: Path | None, lines: int = 30) -> str:
+def log_tail(log_path: Path | None, lines: int = 30) -> str:
+    """The end of the server's output, to quote in an error."""
     if log_path is None or not Path(log_path).is_file():
         return ""
     text = Path(log_path).read_text(errors="replace").splitlines()[-lines:]
@@ -151,6 +167,16 @@ def chromium(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[Any]:
             browser.close()
 
 
+# The one kind of browser error let through. Streamlit keeps a session's media files
+# only for its latest run: when a rerun (a slider step, the second rerun of an upload)
+# replaces an image before the browser has fetched it, that fetch gets a 404 and the
+# browser logs it, then loads the replacement. Harmless to the user as long as every
+# image on the page ends up loaded: check that too, with broken_images().
+SUPERSEDED_IMAGE = re.compile(
+    r"status of 404 \(Not Found\) \(\{'url': '[^']*/media/|Image source error - \S*/media/"
+)
+
+
 class BrowserErrors:
     """Errors the page logs to the console or throws, collected for a test to check."""
 
@@ -168,9 +194,36 @@ class BrowserErrors:
         messages, self.messages = self.messages, []
         return messages
 
+    def take_unexpected(self) -> list[str]:
+        """Like ``take``, less the 404s of superseded images (see SUPERSEDED_IMAGE)."""
+        return [message for message in self.take() if not SUPERSEDED_IMAGE.search(message)]
+
+
+def broken_images(page: Any, timeout_s: float = 30) -> list[str]:
+    """The ``src`` of images in the main area still not loaded after ``timeout_s`` seconds."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    images = page.locator(f"{MAIN} img")
+    try:
+        page.wait_for_function(
+            """main => Array.from(document.querySelectorAll(main + " img"))
+                .every(image => image.complete && image.naturalWidth > 0)""",
+            arg=MAIN,
+            timeout=timeout_s * 1000,
+        )
+    except PlaywrightTimeoutError:
+        return images.evaluate_all(
+            "images => images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+        )
+    return []
+
 
 def wait_idle(page: Any, timeout_s: float = RERUN_SECONDS) -> None:
-    """Wait until the script is not running (after a rerun has had time to start)."""
+    """Wait until the script is not running.
+
+    Right after a click the rerun may not have started yet, so this alone can
+    return too early: wait for the click's visible effect first (``settle``).
+    """
     page.wait_for_selector(IDLE, state="attached", timeout=timeout_s * 1000)
 
 
@@ -188,14 +241,16 @@ def wait_until(
         time.sleep(0.2)
 
 
-def settle(page: Any, check: Callable[[], Any], timeout_s: float = RERUN_SECONDS) -> Any:
+def settle(
+    page: Any, check: Callable[[], Any], what: str = "the page", timeout_s: float = RERUN_SECONDS
+) -> Any:
     """Wait until ``check`` holds and the script is idle, then fail on an error box.
 
     ``check`` says what the action should have led to (an element, a text);
     waiting for it first avoids mistaking the idle state *before* a rerun for
     the one after it.
     """
-    value = wait_until(check, timeout_s, getattr(check, "__doc__", None) or "the page")
+    value = wait_until(check, timeout_s, what)
     wait_idle(page, timeout_s)
     assert_no_exception(page)
     return value
@@ -207,13 +262,15 @@ def assert_no_exception(page: Any) -> None:
         raise AssertionError(f"the app shows an exception: {boxes.first.inner_text()}")
 
 
-def open_app(context: Any, url: str) -> Any:
-    """A new page on the app's first page (Data), loaded and idle."""
+def open_app(context: Any, url: str) -> tuple[Any, BrowserErrors]:
+    """A new tab on the app's first page (Data), loaded and idle, and its errors from the start."""
     page = context.new_page()
+    errors = BrowserErrors(page)
     page.goto(url)
     page.get_by_role("heading", name="Data", level=1).wait_for()
     wait_idle(page)
-    return page
+    assert_no_exception(page)
+    return page, errors
 
 
 def go_to(page: Any, title: str) -> None:
@@ -229,9 +286,62 @@ def upload(page: Any, path: Path) -> None:
     page.locator(UPLOAD_INPUT).first.set_input_files(str(path))
 
 
+def fill_in(page: Any, label: str, value: str) -> None:
+    """Type a value into the field with this label and leave the field, which commits it.
+
+    Leaving by blur rather than Tab: Tab would put a focus ring on the next element.
+    """
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.blur()
+
+
 def metric(page: Any, label: str) -> str:
     """The value shown by the ``st.metric`` with this label."""
     box = page.locator('[data-testid="stMetric"]').filter(
         has=page.locator('[data-testid="stMetricLabel"]', has_text=label)
     )
     return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+# Every picture in the main area drawn: images decoded, charts rendered, fonts in.
+_PICTURES_READY = """() => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!main || document.fonts.status !== "loaded") return false;
+    const images = Array.from(main.querySelectorAll("img"));
+    const charts = Array.from(main.querySelectorAll('[data-testid="stVegaLiteChart"]'));
+    return images.every(image => image.complete && image.naturalWidth > 0)
+        && charts.every(chart => chart.querySelector(".marks"));
+}"""
+
+
+def wait_for_pictures(page: Any, timeout_s: float = RERUN_SECONDS) -> None:
+    """Wait until every image and chart in the main area has been drawn."""
+    page.wait_for_function(_PICTURES_READY, timeout=timeout_s * 1000)
+
+
+def full_page_screenshot(page: Any, path: Path, idle: bool = True) -> None:
+    """A PNG of the whole page, however long, once the script is idle (unless ``idle=False``).
+
+    Streamlit scrolls inside its main area rather than the document, so
+    Playwright's ``full_page`` would stop at the window's edge: the window is
+    made as tall as the content for the shot, then restored.
+    """
+    viewport = page.viewport_size
+    page.mouse.move(0, 0)  # no hover toolbar over a chart or an image
+    main = page.locator(MAIN)
+    if idle:
+        wait_idle(page)
+    try:
+        wait_for_pictures(page)
+        height = viewport["height"]
+        for _ in range(5):  # until the resize (which can reflow the page) adds no height
+            content = main.evaluate("main => main.scrollHeight")
+            if content <= height:
+                break
+            height = content
+            page.set_viewport_size({"width": viewport["width"], "height": height})
+            wait_for_pictures(page)
+        page.screenshot(path=str(path), full_page=True, type="png")
+    finally:
+        page.set_viewport_size(viewport)

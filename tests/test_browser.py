@@ -1,0 +1,326 @@
+"""The app in a real browser (chromium via Playwright), used the way a person would.
+
+One server and one browser tab for the whole module: the tests run in file
+order and build on each other (a dataset, then two trainings, then the pages
+that use their models), moving between pages only through the sidebar, since
+loading a page's URL would start a new session. After an earlier step fails,
+the later ones are skipped rather than failing for the same reason.
+
+Every test fails on an error box in the app and on an error in the browser's
+console. Run them with ``pytest -m browser``; they need /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.browser_helpers import (
+    MAIN,
+    broken_images,
+    browser_unavailable,
+    chromium,
+    fill_in,
+    go_to,
+    log_tail,
+    metric,
+    open_app,
+    running_app,
+    settle,
+    upload,
+    wait_idle,
+    wait_until,
+)
+from tests.conftest import make_broken, make_png, write_dogs
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+IMAGES = 40  # enough for an epoch to take a few reports at batch size 2, fast to train
+FIRST_RUN = "browser-first"
+STOPPED_RUN = "browser-stopped"
+MAIN_PROGRESS = f'{MAIN} [data-testid="stProgress"]'
+CHART = f'{MAIN} [data-testid="stVegaLiteChart"]'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_a_browser():
+    reason = browser_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The app's data folder (a CSV over 40 dogs, one broken and one missing), runs, a ZIP."""
+    root = tmp_path_factory.mktemp("browser")
+    data_dir, runs_dir = root / "data", root / "runs"
+    runs_dir.mkdir()
+    dogs = write_dogs(data_dir / "images", IMAGES)
+    broken = make_broken(data_dir / "images" / "broken.png")
+    with (data_dir / "dogs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filepaths", "labels"])
+        for path in [*dogs, broken]:
+            writer.writerow([path.relative_to(data_dir).as_posix(), path.parent.name])
+        writer.writerow(["images/missing.png", "beagle"])
+
+    # The upload a user might make by mistake or on purpose: the same dogs plus
+    # one member whose name climbs out of the archive.
+    evil = make_png(root / "evil.png")
+    zip_path = root / "upload" / "dogs.zip"
+    zip_path.parent.mkdir()
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in dogs:
+            archive.write(path, path.relative_to(data_dir).as_posix())
+        archive.write(evil, "../evil.png")
+    return {"root": root, "data": data_dir, "runs": runs_dir, "zip": zip_path}
+
+
+def server_log(folders) -> Path:
+    return folders["root"] / "server.log"
+
+
+@pytest.fixture(scope="module")
+def app_url(folders):
+    # No bundled default model: the walk-through sees only the runs it trains.
+    no_default = {"DOGVAE_DEFAULT_RUN": "none"}
+    with running_app(folders["data"], folders["runs"], server_log(folders), no_default) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def user(app_url):
+    """One person's browser tab on the app, and the errors its console reports."""
+    with chromium() as context:
+        yield open_app(context, app_url)
+
+
+@pytest.fixture(scope="module")
+def _failures_before(request) -> int:
+    return request.session.testsfailed
+
+
+@pytest.fixture(autouse=True)
+def _in_order_and_clean(request, _failures_before, folders):
+    """Skip after an earlier failure; afterwards, fail on an error box or a console error."""
+    if request.session.testsfailed > _failures_before:
+        pytest.skip("an earlier step of the browser walk-through failed")
+    page, errors = request.getfixturevalue("user")
+    yield
+    if request.session.testsfailed > _failures_before:
+        shot = folders["root"] / f"{request.node.name}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot of the failure: {shot}")
+        print("browser errors:", *(errors.take() or ["none"]), sep="\n  ")
+        print(log_tail(server_log(folders)))
+        return
+    boxes = page.locator('[data-testid="stException"]')
+    # The app hides exception details from users (client.showErrorDetails); the log has them.
+    assert boxes.count() == 0, (
+        f"the app shows an exception: {boxes.first.inner_text()}{log_tail(server_log(folders))}"
+    )
+    broken = broken_images(page)
+    assert not broken, f"images that did not load: {broken}"
+    reported = errors.take_unexpected()
+    assert not reported, "the browser reported errors:\n" + "\n".join(reported)
+
+
+def report(page) -> dict[str, str]:
+    return {
+        label: metric(page, label)
+        for label in ("Rows", "Files found", "Readable images", "Unreadable")
+    }
+
+
+def unreadable_cell(page, text: str):
+    """A cell of the report's table; its accessible copy is in the DOM, the grid is a canvas."""
+    return page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=text)
+
+
+def loaded_images(page) -> list[str]:
+    """The ``src`` of every image in the main area that the browser has finished decoding."""
+    return page.locator(f'{MAIN} [data-testid="stImage"] img').evaluate_all(
+        "images => images.filter(i => i.complete && i.naturalWidth > 0).map(i => i.src)"
+    )
+
+
+def is_loaded(image) -> bool:
+    """Whether the browser has fetched and decoded this ``img``."""
+    return image.evaluate("image => image.complete && image.naturalWidth > 0")
+
+
+def chart_points(page) -> int:
+    """Points on the live loss chart's lines (Vega draws each line as one SVG path)."""
+    return page.locator(CHART).first.evaluate(
+        """chart => Array.from(chart.querySelectorAll('.mark-line path'))
+            .map(path => (path.getAttribute('d') || '').split('L').length)
+            .reduce((a, b) => a + b, 0)"""
+    )
+
+
+def test_data_page_reports_an_uploaded_csv_and_a_zip(user, folders):
+    page, _ = user
+    upload(page, folders["data"] / "dogs.csv")
+    settle(page, lambda: page.get_by_role("heading", name="Report: dogs.csv").count(), "report")
+    assert report(page) == {
+        "Rows": str(IMAGES + 2),
+        "Files found": str(IMAGES + 1),
+        "Readable images": str(IMAGES),
+        "Unreadable": "2",
+    }
+    unreadable_cell(page, "not an image").first.wait_for(state="attached")
+    unreadable_cell(page, "missing").first.wait_for(state="attached")
+    preview = wait_until(lambda: loaded_images(page), what="the preview image to load")
+    assert len(preview) == 1 and "/media/" in preview[0]
+    assert page.get_by_text("The first 16 images exactly as the model sees them").count()
+
+    upload(page, folders["zip"])
+    settle(page, lambda: page.get_by_role("heading", name="Report: dogs.zip").count(), "report")
+    assert report(page) == {
+        "Rows": str(IMAGES + 1),
+        "Files found": str(IMAGES),
+        "Readable images": str(IMAGES),
+        "Unreadable": "1",
+    }
+    unreadable_cell(page, "../evil.png").first.wait_for(state="attached")
+    unreadable_cell(page, "outside the allowed folder").first.wait_for(state="attached")
+    wait_until(lambda: loaded_images(page), what="the ZIP's preview image to load")
+
+
+def test_sidebar_shows_the_dataset_just_loaded(user):
+    page, _ = user  # right after the ZIP upload of the previous test, no rerun since
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert sidebar.get_by_text(f"{IMAGES} of {IMAGES + 1} images readable").count()
+
+
+def start_training(
+    page, epochs: int, batch_size: int, name: str, learning_rate: str = "0.00100"
+) -> None:
+    fill_in(page, "Epochs", str(epochs))
+    fill_in(page, "Batch size", str(batch_size))
+    fill_in(page, "Learning rate", learning_rate)
+    fill_in(page, "Run name", name)
+    page.get_by_role("button", name="Start training").click()
+    started = page.get_by_text(f"Training {name} on")
+    refused = page.locator(f'{MAIN} [data-testid="stAlertContentError"]')
+    wait_until(lambda: started.count() or refused.count(), what=f"training {name} to start")
+    assert not refused.count(), f"the app refused to train: {refused.first.inner_text()}"
+
+
+def test_training_shows_a_live_chart_and_finishes(user, folders):
+    page, _ = user
+    go_to(page, "Train")
+    summary = f"{IMAGES} of {IMAGES + 1} images readable"
+    page.get_by_text(f"Dataset: dogs.zip, {summary}").wait_for()
+    assert page.locator('[data-testid="stSidebar"]').get_by_text(summary).count()
+    start_training(page, epochs=2, batch_size=2, name=FIRST_RUN)
+
+    # Watch the page as a user would, noting each new progress text and chart size.
+    progress_texts: list[str] = []
+    point_counts: list[int] = []
+    finished = page.get_by_text("Training finished")
+    deadline = time.monotonic() + 180
+    failed = page.locator(f'{MAIN} [data-testid="stAlertContentError"]')
+    while not finished.count():
+        assert time.monotonic() < deadline, f"still training after 180 s: {progress_texts}"
+        assert not failed.count(), failed.first.inner_text()
+        bar = page.locator(MAIN_PROGRESS)
+        if bar.count():
+            text = bar.first.inner_text(timeout=5000).strip()
+            if text and (not progress_texts or progress_texts[-1] != text):
+                progress_texts.append(text)
+        if page.locator(f"{CHART} .mark-line path").count():
+            points = chart_points(page)
+            if not point_counts or point_counts[-1] != points:
+                point_counts.append(points)
+        time.sleep(0.2)
+    settle(page, lambda: page.locator(f"{CHART} .mark-line path").count(), "the final chart")
+    final_points = chart_points(page)
+
+    assert progress_texts[0].startswith("Epoch 0/2"), progress_texts  # before the first batch
+    batches_seen = [text for text in progress_texts if re.match(r"Epoch [12]/2 · batch \d+/", text)]
+    assert len(batches_seen) >= 2, f"the progress never moved on: {progress_texts}"
+    assert point_counts, "no loss chart while training"
+    assert final_points > point_counts[0], (point_counts, final_points)
+    assert page.get_by_text(f"run {FIRST_RUN} is saved and now the active model").count()
+    assert (folders["runs"] / FIRST_RUN / "config.json").is_file()
+
+
+def test_stop_ends_a_long_training_early_and_saves_it(user, folders):
+    page, _ = user
+    # A learning rate so small that the decoder stays as initialised: its image then
+    # visibly depends on the latent point (Generate below), whereas a decoder trained
+    # for an epoch or two on these tiny dogs may ignore it to within one grey level.
+    start_training(page, epochs=500, batch_size=2, name=STOPPED_RUN, learning_rate="0.00001")
+    # Stop once batches are being reported, so there is something to save.
+    page.locator(MAIN_PROGRESS, has_text=re.compile(r"Epoch \d+/500 · batch [1-9]")).wait_for()
+    stopped_at = time.monotonic()
+    # In the page, not the "Stop" of Streamlit's header, which stops the script run.
+    page.locator(MAIN).get_by_role("button", name="Stop", exact=True).click()
+    page.get_by_text("Training ended early").wait_for(timeout=30_000)
+    assert time.monotonic() - stopped_at < 30
+    wait_idle(page)
+    assert page.get_by_text(f"run {STOPPED_RUN} is saved and now the active model").count()
+
+    config = json.loads((folders["runs"] / STOPPED_RUN / "config.json").read_text())
+    assert config["status"] == "stopped"
+    assert config["train"]["learning_rate"] == 1e-5  # the form's values reached the run
+    assert 1 <= config["epochs_completed"] < 500
+
+
+def test_generate_redraws_the_dog_when_a_latent_slider_moves(user):
+    page, _ = user
+    go_to(page, "Generate")
+    assert page.locator('[data-testid="stSidebar"]').get_by_text(STOPPED_RUN).count()
+    wait_until(lambda: loaded_images(page), what="the sampled dogs")
+    point_column = page.locator('[data-testid="stColumn"]').filter(
+        has=page.get_by_role("button", name="Random point", exact=True)
+    )
+    point_image = point_column.locator('[data-testid="stImage"] img')
+    wait_until(lambda: is_loaded(point_image), what="the slider point's image")
+    before = point_image.get_attribute("src")
+    assert "/media/" in before
+
+    # The thumb is a hidden <input type="range"> labelled by itself and its group: "z1 z1".
+    slider = page.get_by_role("slider", name="z1")
+    slider.focus()
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")
+    settle(page, lambda: point_image.get_attribute("src") != before, "a new image")
+    assert slider.input_value() == "0.3"
+    wait_until(lambda: is_loaded(point_image), what="the redrawn image")
+
+
+def test_interpolate_downloads_a_gif_with_every_frame(user, folders):
+    page, _ = user
+    go_to(page, "Interpolate")
+    strip = page.locator('[data-testid="stImage"]').filter(has_text="8 steps, slerp")
+    strip.locator("img").wait_for()
+    wait_until(lambda: is_loaded(strip.locator("img")), what="the interpolation strip")
+
+    with page.expect_download(timeout=90_000) as download_info:
+        page.get_by_role("button", name="Download GIF").click()
+    download = download_info.value
+    assert download.suggested_filename == f"{STOPPED_RUN}-interpolation.gif"
+    saved = folders["root"] / download.suggested_filename
+    download.save_as(saved)
+    with Image.open(saved) as gif:
+        assert gif.format == "GIF"
+        assert gif.n_frames == 2 * 8 - 2  # forwards, then back without repeating the ends
+
+
+def test_models_page_lists_both_runs(user):
+    page, _ = user
+    go_to(page, "Models")
+    for name in (FIRST_RUN, STOPPED_RUN):
+        page.locator('[data-testid="stHeading"]', has_text=name).first.wait_for()
+    active = page.locator('[data-testid="stHeading"]', has_text=STOPPED_RUN).first
+    assert "active" in active.inner_text()
+    assert page.get_by_text("Stopped before the last epoch").count() == 1
