@@ -220,10 +220,13 @@ def _train(args) -> int:
 
     from dogvae.training import train_and_save
 
-    initial_weights = None
+    initial_weights = init_from = None
     if args.init_from:
+        from dogvae.runs import lineage
+
         start = _load_run(args.init_from)
         initial_weights = (start.encoder.get_weights(), start.decoder.get_weights())
+        init_from = lineage(start.info)
 
     stop = threading.Event()
 
@@ -259,6 +262,7 @@ def _train(args) -> int:
             stop_event=stop,
             strategy=strategy,
             initial_weights=initial_weights,
+            init_from=init_from,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

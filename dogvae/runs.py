@@ -135,6 +135,7 @@ def save_run(
     seconds: float = 0.0,
     preset: str = "custom",
     latent_stats: dict[str, Any] | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
 
@@ -169,6 +170,7 @@ def save_run(
             "decoder": int(decoder.count_params()),
         },
         "final": final,
+        "init_from": init_from,
     }
     temp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
     try:
@@ -342,6 +344,19 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(handle):
             rows.append({key: _parse_cell(key, value) for key, value in row.items()})
     return rows
+
+
+def lineage(info: RunInfo) -> dict[str, Any]:
+    """What a run continued from another records about it (see ``train --init-from``)."""
+    return {
+        "run": str(info.path),
+        "preset": info.config.get("preset"),
+        "train": info.config.get("train"),
+        "data": (info.config.get("data") or {}).get("source"),
+        "epochs_completed": info.config.get("epochs_completed"),
+        "seconds": info.config.get("seconds"),
+        "init_from": info.config.get("init_from"),
+    }
 
 
 def read_latent_stats(run_dir: str | Path) -> dict[str, Any] | None:

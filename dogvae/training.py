@@ -443,6 +443,7 @@ def train_and_save(
     stop_event: threading.Event | None = None,
     strategy=None,
     initial_weights: tuple[list, list] | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
@@ -503,6 +504,7 @@ def train_and_save(
         message=result.message,
         seconds=result.seconds,
         latent_stats=latent.latent_statistics(z_means) if len(z_means) >= 2 else None,
+        init_from=init_from,
     )
     return run_dir, result
 

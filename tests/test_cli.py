@@ -289,7 +289,9 @@ def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    continued = json.loads((tmp_path / "more" / "config.json").read_text())["final"]["loss"]
+    more = json.loads((tmp_path / "more" / "config.json").read_text())
+    continued = more["final"]["loss"]
+    assert more["init_from"]["run"] == str(run_dir) and more["init_from"]["epochs_completed"] == 2
     fresh = main(
         [
             "train",
