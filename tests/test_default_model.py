@@ -1,0 +1,49 @@
+"""The pretrained model that ships in models/default: present, small, loads, and is active."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dogvae import runs
+from tests.conftest import open_app
+
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def test_the_default_run_ships_complete_and_small():
+    info = runs.read_run_info(DEFAULT)
+    names = {path.name for path in DEFAULT.iterdir()}
+    assert set(runs.RUN_FILES) <= names
+    assert sum(path.stat().st_size for path in DEFAULT.iterdir()) <= 10 * 1024 * 1024
+    assert not [name for name in names if name.lower().endswith((".jpg", ".jpeg", ".png"))]
+    assert info.config["data"]["readable"] >= 12_000  # trained on dogs_large.csv
+    assert info.config["preset"] == "quality"
+
+
+def test_the_default_run_loads_and_draws_dogs():
+    from dogvae.model import decode
+
+    run = runs.load_run(DEFAULT)
+    images = decode(run.decoder, np.random.default_rng(0).normal(size=(8, 64)))
+    assert images.shape == (8, 64, 64, 1)
+    assert images.std() > 0.05  # not a flat grey: it draws something
+    assert runs.read_latent_stats(DEFAULT) is not None  # PCA sliders for its 64-dim latent
+
+
+@pytest.mark.parametrize("page", ["generate", "interpolate"])
+def test_a_new_session_generates_with_the_default_model(app_dirs, monkeypatch, page):
+    monkeypatch.delenv("DOGVAE_DEFAULT_RUN")  # as on a fresh clone
+    app = open_app(page)
+    assert not app.error, [error.value for error in app.error]
+    assert app.session_state["active_run"] == str(DEFAULT)
+    assert len(app.image) >= 2
+
+
+def test_the_default_model_is_listed_but_cannot_be_deleted(app_dirs, monkeypatch):
+    monkeypatch.delenv("DOGVAE_DEFAULT_RUN")
+    app = open_app("models")
+    delete = next(button for button in app.button if button.key == "delete-default")
+    assert delete.disabled
+    assert json.loads((DEFAULT / "config.json").read_text())["format"] == "dogvae-run"
