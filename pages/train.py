@@ -117,13 +117,16 @@ def draw(job: TrainingJob) -> None:
     if frame.empty:
         st.caption("The chart appears after the first batches.")
     else:
-        loss_column, parts_column = st.columns(2)
-        with loss_column:
-            st.caption("Loss per image (reconstruction + kl)")
-            st.altair_chart(line_chart(frame[frame.series.str.startswith("loss")]))
-        with parts_column:
-            st.caption("Reconstruction and KL per image")
-            st.altair_chart(line_chart(frame[~frame.series.str.startswith("loss")]))
+        # One chart per quantity: reconstruction (~2,500) and kl (~50) share no scale.
+        titles = {
+            "loss": "Loss per image (reconstruction + kl)",
+            "reconstruction": "Reconstruction per image",
+            "kl": "KL per image",
+        }
+        for column, (prefix, title) in zip(st.columns(3), titles.items(), strict=True):
+            with column:
+                st.caption(title)
+                st.altair_chart(line_chart(frame[frame.series.str.startswith(prefix)]))
     rows = job.epochs()
     if rows:
         latest = rows[-1]
