@@ -1,0 +1,69 @@
+"""Server limits, and bad input while a training runs: nothing the user had is touched."""
+
+import tomllib
+from pathlib import Path
+
+from dogvae import ui
+from dogvae.config import DataConfig
+from dogvae.data import load_dataset
+from tests.conftest import open_app, write_dogs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_server_config_limits_uploads_and_keeps_xsrf_protection():
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["enableXsrfProtection"] is True
+    assert 0 < config["server"]["maxUploadSize"] <= 200
+    assert config["client"]["showErrorDetails"] == "none"  # no tracebacks for users
+
+
+def uploaders(app):
+    return {uploader.label: uploader.proto.max_upload_size_mb for uploader in app.file_uploader}
+
+
+def test_every_uploader_has_its_own_limit(app_dirs, monkeypatch):
+    monkeypatch.delenv("DOGVAE_DEFAULT_RUN")  # the shipped model, so every page renders fully
+    assert uploaders(open_app()) == {"Dataset (CSV or ZIP)": ui.DATASET_UPLOAD_MB}
+    assert uploaders(open_app("generate")) == {"Encode your photo": ui.PHOTO_UPLOAD_MB}
+    app = open_app("interpolate")
+    for side in ("start", "end"):
+        app.segmented_control(key=f"interpolate-{side}-source").set_value("Uploaded photo")
+    app.run()
+    limits = [uploader.proto.max_upload_size_mb for uploader in app.file_uploader]
+    assert limits == [ui.PHOTO_UPLOAD_MB, ui.PHOTO_UPLOAD_MB]
+
+
+def test_bad_uploads_during_a_training_leave_it_and_the_active_model_alone(app_dirs):
+    data_dir, runs_dir = app_dirs
+    write_dogs(data_dir / "dogs", 16)
+    app = open_app()
+    app.session_state["dataset"] = load_dataset(data_dir / "dogs", DataConfig())
+    app.switch_page("pages/train.py").run()
+    numbers = {box.label: box for box in app.number_input}
+    numbers["Epochs"].set_value(5000)
+    numbers["Batch size"].set_value(4)
+    app.text_input(key="run_name").set_value("busy")
+    next(b for b in app.button if b.label == "Start training").click()
+    app.run()
+    job = app.session_state["training_job"]
+    active = app.session_state.get("active_run")
+    dataset = app.session_state["dataset"]
+    try:
+        app.switch_page("pages/data.py").run()
+        for name, content in [
+            ("bad.csv", b"\xff\xfe\x00not utf-8"),
+            ("x.csv", b"path\na.png\n"),
+            ("empty.csv", b""),
+            ("bomb.zip", b"PK\x03\x04garbage"),
+        ]:
+            app.file_uploader[0].set_value((name, content, "application/octet-stream"))
+            app.run()
+            assert not app.exception and app.error, name
+            assert job.running, f"{name} disturbed the training"
+            assert app.session_state["dataset"] is dataset
+            assert app.session_state.get("active_run") == active
+    finally:
+        job.stop()
+        assert job.wait(60)
+    assert job.status == "stopped" and (runs_dir / "busy" / "config.json").is_file()
