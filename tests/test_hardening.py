@@ -69,14 +69,18 @@ def test_a_20000_pixel_square_image_is_refused_without_allocating_it(tmp_path):
     that decoding never allocates the 400 MB the image would need."""
     path = tmp_path / "huge.png"
     path.write_bytes(huge_png(20_000, 20_000))
+    # VmHWM, the peak of this process's own memory map: ru_maxrss would include the
+    # parent's peak (Linux keeps it across fork and exec), and pytest's is large.
     script = textwrap.dedent(f"""
-        import json, resource
+        import json
         from dogvae.config import DataConfig
         from dogvae.data import load_dataset
         dataset = load_dataset({str(tmp_path)!r}, DataConfig())
         item = dataset.report.unreadable[0]
+        status = open("/proc/self/status").read()
+        peak_kb = int(status.split("VmHWM:")[1].split()[0])
         print(json.dumps({{"reason": item.reason, "detail": item.detail,
-                           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                           "rss_mb": peak_kb / 1024}}))
     """)
     out = subprocess.run(
         [sys.executable, "-c", script],
