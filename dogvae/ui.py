@@ -235,6 +235,19 @@ def show_image(image: np.ndarray, *, scale: int = 4, caption=None, width: Any = 
     )
 
 
+# Streamlit shrinks (bilinearly) any image wider than this, so images are only
+# enlarged when they still fit and their pixels stay sharp.
+MAX_IMAGE_WIDTH = 1460
+GIF_SIDE = 256  # GIF frames are enlarged to about this many pixels a side
+
+
+def gif_bytes(frames: np.ndarray, image_size: int) -> bytes:
+    """Frames (n, H, W, C) enlarged to about GIF_SIDE pixels, forwards then back, as a GIF."""
+    scale = max(1, GIF_SIDE // image_size)
+    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
+    return latent.gif_bytes(enlarged, bounce=True)
+
+
 def _display(image: np.ndarray) -> np.ndarray:
     return image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
 

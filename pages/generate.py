@@ -19,10 +19,6 @@ SEED_KEY = "generate-seed"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 RANDOM_ROWS = 3  # random points in the traversal, below the slider point
 MAP_SIZE = 12  # the latent map decodes MAP_SIZE x MAP_SIZE points
-# Streamlit shrinks (bilinearly) any image wider than this; a grid is only
-# enlarged when it still fits, so its pixels stay sharp.
-MAX_IMAGE_WIDTH = 1460
-GIF_SIDE = 256  # frames are enlarged to about this many pixels a side
 
 ui.sidebar()
 st.title("Generate")
@@ -75,15 +71,9 @@ def slider_point(values: np.ndarray) -> np.ndarray:
 def show_grid(images: np.ndarray, cols: int, caption: str | None = None) -> np.ndarray:
     """A grid of images, enlarged twice when that still fits the page."""
     grid = latent.image_grid(images, cols=cols)
-    scale = 2 if config.image_size <= 64 and 2 * grid.shape[1] <= MAX_IMAGE_WIDTH else 1
+    scale = 2 if config.image_size <= 64 and 2 * grid.shape[1] <= ui.MAX_IMAGE_WIDTH else 1
     ui.show_image(grid, scale=scale, caption=caption)
     return grid
-
-
-def animation(frames: np.ndarray, scale: int) -> bytes:
-    """The frames enlarged, forwards then backwards, as GIF bytes."""
-    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
-    return latent.gif_bytes(enlarged, bounce=True)
 
 
 def nearest_training_images(samples: np.ndarray) -> None:
@@ -313,7 +303,7 @@ def traversal() -> None:
         st.download_button(
             "Download GIF",
             # Made only when clicked: encoding the enlarged frames is slow.
-            functools.partial(animation, images[:steps], max(1, GIF_SIDE // config.image_size)),
+            functools.partial(ui.gif_bytes, images[:steps], config.image_size),
             file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.gif",
             mime="image/gif",
             on_click="ignore",

@@ -14,10 +14,6 @@ RANDOM = "Random point"
 DATASET = "Dataset image"
 UPLOAD = "Uploaded photo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
-# Streamlit shrinks (bilinearly) any image wider than this; a strip is only
-# enlarged when it still fits, so its pixels stay sharp.
-MAX_IMAGE_WIDTH = 1460
-GIF_SIDE = 256  # frames are enlarged to about this many pixels a side
 
 ui.sidebar()
 st.title("Interpolate")
@@ -105,12 +101,6 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
     return point
 
 
-def animation(frames: np.ndarray, scale: int) -> bytes:
-    """The frames enlarged, forwards then backwards, as GIF bytes."""
-    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
-    return latent.gif_bytes(enlarged, bounce=True)
-
-
 @st.fragment
 def frame_viewer(frames: np.ndarray) -> None:
     """One frame, large; a fragment so that moving the slider does not decode again."""
@@ -142,11 +132,10 @@ if start is None or end is None:
 else:
     frames = decode(run.decoder, latent.interpolate(start, end, steps, method))
     strip = latent.image_strip(frames)
-    strip_scale = 2 if config.image_size <= 64 and 2 * strip.shape[1] <= MAX_IMAGE_WIDTH else 1
+    strip_scale = 2 if config.image_size <= 64 and 2 * strip.shape[1] <= ui.MAX_IMAGE_WIDTH else 1
     ui.show_image(strip, scale=strip_scale, caption=f"{steps} steps, {method}")
     frame_viewer(frames)
 
-    gif_scale = max(1, GIF_SIDE // config.image_size)
     with st.container(horizontal=True):
         st.download_button(
             "Download PNG strip",
@@ -159,7 +148,7 @@ else:
         st.download_button(
             "Download GIF",
             # Made only when clicked: encoding all the frames is the slow part of the page.
-            functools.partial(animation, frames, gif_scale),
+            functools.partial(ui.gif_bytes, frames, config.image_size),
             file_name=f"{run.info.name}-interpolation.gif",
             mime="image/gif",
             on_click="ignore",
