@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import make_broken, make_jpeg, make_png
 from PIL import Image, ImageOps
@@ -55,6 +56,38 @@ def png_header(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\0" * 100))
         + chunk(b"IEND", b"")
     )
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """Every load caches into this test's own folder, never into ~/.cache/dogvae."""
+    monkeypatch.setenv("DOGVAE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def cache_now(monkeypatch, tmp_path) -> Path:
+    """Cache files written a moment ago (normally left out as too fresh); returns the folder."""
+    monkeypatch.setattr(data, "CACHE_SETTLE_SECONDS", 0.0)
+    return tmp_path / "cache"
+
+
+def jpeg_bytes(pixels: np.ndarray, orientation: int | None = None, **options) -> bytes:
+    """JPEG bytes of an RGB or grayscale array (Pillow), optionally with an EXIF orientation."""
+    buffer = io.BytesIO()
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    Image.fromarray(pixels.squeeze()).save(buffer, "JPEG", quality=95, **options)
+    return buffer.getvalue()
+
+
+def assert_same_dataset(first: Dataset, second: Dataset) -> None:
+    np.testing.assert_array_equal(first.images, second.images)
+    assert first.images.shape == second.images.shape
+    assert first.images.dtype == second.images.dtype
+    pd.testing.assert_frame_equal(first.table, second.table)
+    assert first.report == second.report
 
 
 def reasons_by_path(dataset: Dataset) -> dict[str, str]:
@@ -582,3 +615,276 @@ def test_a_dataset_beyond_the_memory_ceiling_is_refused_before_decoding(image_fo
     with pytest.raises(ValueError, match="use at most 2 images"):
         load_dataset(image_folder, DataConfig())
     assert load_dataset(image_folder, DataConfig(limit=2)).report.readable == 2
+
+
+# reduced JPEG decoding
+
+
+def dog_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A large smooth RGB photo, drawn small and scaled up: drawing it at full size
+    would take hundreds of MB, which subprocess tests would inherit as peak RSS."""
+    from conftest import dog_like
+
+    small = dog_like((max(8, width // 8), max(8, height // 8)), seed=seed)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def test_jpeg_size_reads_the_frame_header():
+    pixels = dog_photo(300, 200)
+    assert data.jpeg_size(jpeg_bytes(pixels)) == (300, 200)
+    assert data.jpeg_size(jpeg_bytes(pixels, progressive=True)) == (300, 200)
+    assert data.jpeg_size(jpeg_bytes(pixels, orientation=6)) == (300, 200)  # as stored
+    assert data.jpeg_size(png_bytes(pixels)) is None
+    assert data.jpeg_size(b"\xff\xd8\xff") is None
+    assert data.jpeg_size(jpeg_bytes(pixels)[:20]) is None
+
+
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """Records the (width, height) that cv2.imdecode returns, before the final resize."""
+    sizes = []
+    real = cv2.imdecode
+
+    def spy(buffer, flags):
+        image = real(buffer, flags)
+        if image is not None:
+            sizes.append((image.shape[1], image.shape[0]))
+        return image
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "image_size", "decoded"),
+    [
+        (200, 200, 64, (200, 200)),  # halving would leave 100 < 2 x 64: full decode
+        (256, 300, 64, (128, 150)),  # 1/2 keeps exactly 2 x 64
+        (640, 480, 64, (320, 240)),  # 1/2; 1/4 would leave 120 rows
+        (800, 600, 64, (200, 150)),  # 1/4
+        (1600, 1200, 64, (200, 150)),  # 1/8
+        (1600, 1200, 128, (400, 300)),  # a larger output needs more pixels: 1/4
+    ],
+)
+def test_reduced_decoding_keeps_at_least_twice_the_output_size(
+    monkeypatch, width, height, image_size, decoded
+):
+    encoded = jpeg_bytes(dog_photo(width, height))
+    sizes = decoded_sizes(monkeypatch)
+    image = decode_image(encoded, image_size=image_size, channels=1)
+    assert image.shape == (image_size, image_size, 1)
+    assert sizes == [decoded]
+
+
+def test_png_is_never_decoded_reduced(monkeypatch):
+    sizes = decoded_sizes(monkeypatch)
+    decode_image(png_bytes(dog_photo(1024, 768)), image_size=64)
+    assert sizes == [(1024, 768)]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reduced_decoding_stays_close_to_a_full_decode(channels):
+    encoded = jpeg_bytes(dog_photo(1200, 900, seed=3))
+    reduced = decode_image(encoded, 64, channels).astype(int)
+    full = decode_image(encoded, 64, channels, reduced=False).astype(int)
+    difference = np.abs(reduced - full)
+    assert difference.mean() < 1.5
+    assert difference.max() <= 64  # only along sharp edges
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reduced_decoding_applies_exif_orientation(monkeypatch, channels):
+    # 1600 wide x 800 tall, left half red, right half blue; orientation 6 turns it
+    # into 800 x 1600 with red on top. 800 / 4 = 200 >= 2 x 64: decoded at 1/4.
+    pixels = np.zeros((800, 1600, 3), np.uint8)
+    pixels[:, :800] = (255, 0, 0)
+    pixels[:, 800:] = (0, 0, 255)
+    encoded = jpeg_bytes(pixels, orientation=6)
+    sizes = decoded_sizes(monkeypatch)
+    image = decode_image(encoded, image_size=64, channels=channels).astype(int)
+    assert sizes == [(200, 400)]  # reduced, and already upright
+    full = decode_image(encoded, image_size=64, channels=channels, reduced=False)
+    assert np.abs(image - full).max() <= 4
+    if channels == 3:
+        assert image[:28, :, 0].mean() > 200 and image[:28, :, 2].mean() < 50  # red on top
+        assert image[36:, :, 2].mean() > 200 and image[36:, :, 0].mean() < 50  # blue below
+    else:
+        assert abs(image[:28].mean() - 76) < 4 and abs(image[36:].mean() - 29) < 4
+
+
+def test_a_jpeg_announcing_too_many_pixels_is_refused_before_decoding(monkeypatch):
+    encoded = bytearray(jpeg_bytes(dog_photo(40, 30)))
+    frame = encoded.index(b"\xff\xc0")
+    encoded[frame + 5 : frame + 9] = struct.pack(">HH", 9000, 9000)
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("decoded"))
+    with pytest.raises(ValueError, match=f"^{REASON_TOO_LARGE}: 9,000x9,000 pixels"):
+        decode_image(bytes(encoded))
+
+
+# the decoded-image cache
+
+
+def cache_files(folder: Path) -> list[str]:
+    return sorted(path.suffix for path in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("kind", ["csv", "folder", "zip"])
+def test_a_cache_hit_returns_the_same_dataset_as_a_fresh_load(
+    kind, cache_now, dataset_csv, image_folder, dataset_zip, monkeypatch
+):
+    source = {"csv": dataset_csv, "folder": image_folder, "zip": dataset_zip}[kind]
+    config = DataConfig(image_size=32, channels=3)
+    fresh = load_dataset(source, config, cache=False)
+    assert cache_files(cache_now) == []
+    first = load_dataset(source, config)
+    assert cache_files(cache_now) == [".json", ".npy"]
+    monkeypatch.setattr(data, "_decode", lambda *args: pytest.fail("decoded again"))
+    calls = []
+    second = load_dataset(source, config, progress=lambda *done: calls.append(done))
+    assert calls == [(fresh.report.rows, fresh.report.rows)]
+    for dataset in (first, second):
+        assert_same_dataset(dataset, fresh)
+        assert not dataset.images.flags.writeable  # memory-mapped from the cache file
+    assert fresh.images.flags.writeable
+
+
+def test_the_cache_is_keyed_by_the_image_settings_and_the_limit(cache_now, dataset_csv):
+    for config in (DataConfig(), DataConfig(image_size=32), DataConfig(channels=3)):
+        load_dataset(dataset_csv, config)
+    load_dataset(dataset_csv, DataConfig(limit=5))
+    assert len(list(cache_now.glob("*.npy"))) == 4
+    assert load_dataset(dataset_csv, DataConfig(limit=5)).images.shape == (5, 64, 64, 1)
+
+
+def test_a_changed_image_is_decoded_again(cache_now, dataset_csv):
+    load_dataset(dataset_csv)
+    image = dataset_csv.parent / "images" / "beagle" / "beagle_00.png"
+    make_png(image, size=(40, 30), value=255)  # same size on disk? the time tells anyway
+    os.utime(image, ns=(0, 123_456_789))
+    dataset = load_dataset(dataset_csv)
+    assert (dataset.images[0] == 255).all()
+    assert_same_dataset(dataset, load_dataset(dataset_csv, cache=False))
+
+
+def test_a_file_that_appears_or_goes_is_noticed(cache_now, dataset_csv):
+    assert load_dataset(dataset_csv).report.readable == 12
+    make_png(dataset_csv.parent / "images" / "missing.jpg")
+    assert load_dataset(dataset_csv).report.readable == 13
+    (dataset_csv.parent / "images" / "missing.jpg").unlink()
+    assert load_dataset(dataset_csv).report.readable == 12
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_a_file_replaced_by_a_symlink_outside_is_not_served_from_the_cache(cache_now, tmp_path):
+    folder = tmp_path / "photos"
+    image = make_png(folder / "a.png")
+    make_png(folder / "b.png")
+    assert load_dataset(folder).report.readable == 2
+    image.unlink()
+    image.symlink_to(make_png(tmp_path / "secret" / "a.png"))
+    assert reasons_by_path(load_dataset(folder)) == {"a.png": REASON_OUTSIDE}
+
+
+def test_a_changed_zip_is_decoded_again(cache_now, dataset_zip):
+    before = load_dataset(dataset_zip)
+    with zipfile.ZipFile(dataset_zip, "a") as archive:
+        archive.writestr("dogs/extra.png", png_bytes(np.zeros((8, 8), np.uint8)))
+    after = load_dataset(dataset_zip)
+    assert (before.report.readable, after.report.readable) == (12, 13)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated npy", "garbage npy", "garbage json", "other key", "npy replaced", "bad row"],
+)
+def test_a_damaged_cache_is_ignored_and_rewritten(cache_now, dataset_csv, damage):
+    fresh = load_dataset(dataset_csv, cache=False)
+    load_dataset(dataset_csv)
+    (npy,) = cache_now.glob("*.npy")
+    meta = npy.with_suffix(".json")
+    values = json.loads(meta.read_text())
+    if damage == "truncated npy":
+        npy.write_bytes(npy.read_bytes()[:-100])
+        values["npy"][1:] = [npy.stat().st_size, npy.stat().st_mtime_ns]  # even if it matches
+        meta.write_text(json.dumps(values))
+    elif damage == "garbage npy":
+        npy.write_bytes(b"\x93NUMPY garbage")
+    elif damage == "garbage json":
+        meta.write_text("{not json")
+    elif damage == "other key":
+        meta.write_text(json.dumps({**values, "key": "0" * 64}))
+    elif damage == "npy replaced":
+        np.save(npy, np.zeros((12, 64, 64, 1), np.uint8))
+    elif damage == "bad row":
+        meta.write_text(json.dumps({**values, "unreadable": [[99, "missing", ""]]}))
+    assert_same_dataset(load_dataset(dataset_csv), fresh)
+    assert json.loads(meta.read_text())["key"] == values["key"]  # rewritten
+    assert_same_dataset(load_dataset(dataset_csv), fresh)
+
+
+def test_an_unwritable_cache_never_fails_the_load(tmp_path, cache_now, dataset_csv):
+    fresh = load_dataset(dataset_csv, cache=False)
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file")
+    dataset = load_dataset(dataset_csv, cache_dir=not_a_folder / "cache")
+    assert_same_dataset(dataset, fresh)
+    assert dataset.images.flags.writeable  # decoded into memory
+
+
+def test_a_disk_full_while_caching_never_fails_the_load(cache_now, dataset_csv, monkeypatch):
+    import errno
+
+    fresh = load_dataset(dataset_csv, cache=False)
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, chunk):
+            self.written += memoryview(chunk).nbytes
+            if self.written > 20_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(chunk)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        handle = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(handle) if "w" in mode else handle
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    calls = []
+    dataset = load_dataset(dataset_csv, progress=lambda done, total: calls.append(done))
+    assert_same_dataset(dataset, fresh)
+    assert calls[-1] == 14
+    assert cache_files(cache_now) == []  # the partial file was removed
+
+
+def test_files_modified_just_now_are_not_cached(tmp_path, dataset_csv):
+    # Within the file system's timestamp granularity a file can change again
+    # without its time changing: such a dataset is decoded every time.
+    load_dataset(dataset_csv)
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_no_cache_when_asked(cache_now, dataset_csv):
+    load_dataset(dataset_csv, cache=False)
+    assert cache_files(cache_now) == []
+
+
+def test_the_cache_folder_is_kept_within_its_budget(cache_now, dataset_csv, monkeypatch):
+    monkeypatch.setenv("DOGVAE_CACHE_MAX_MB", str(14_000 / 2**20))  # 12 images of 32x32 fit
+    load_dataset(dataset_csv, DataConfig(image_size=32))
+    load_dataset(dataset_csv, DataConfig(image_size=32, limit=3))
+    assert len(list(cache_now.glob("*.npy"))) == 1  # the older entry went
+
+
+def test_split_indices_select_the_split_images(dataset_csv):
+    dataset = load_dataset(dataset_csv)
+    assert list(dataset.validation_indices) == [4, 9]
+    assert len(dataset.train_indices) == 10
+    np.testing.assert_array_equal(dataset.train_images, dataset.images[dataset.train_indices])
+    np.testing.assert_array_equal(
+        dataset.validation_images, dataset.images[dataset.validation_indices]
+    )

@@ -251,3 +251,119 @@ def test_an_abandoned_job_stops_itself_and_still_saves(tmp_path):
     assert "browser session closed" in job.message
     assert (tmp_path / "run" / "config.json").is_file()
     assert not any(t.name.startswith("dogvae-training") for t in threading.enumerate())
+
+
+def memory_mapped(images, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    return np.asarray(np.load(tmp_path / "images.npy", mmap_mode="r"))
+
+
+def epoch_batches(dataset):
+    return [batch.numpy() for batch in dataset]
+
+
+def test_a_memory_mapped_set_streams_the_same_batches_as_a_tensor(tmp_path):
+    import tensorflow as tf
+
+    from dogvae.training import _batches
+
+    images = blobs(50)
+    mapped = memory_mapped(images, tmp_path)
+    rows = np.arange(3, 50, 2)
+    tf.random.set_seed(0)
+    streamed = epoch_batches(_batches(tf, mapped, 8, True, 7, rows))
+    tf.random.set_seed(0)
+    in_memory = epoch_batches(_batches(tf, images[rows], 8, True, 7))
+    assert [len(batch) for batch in streamed] == [8, 8, 8]
+    for first, second in zip(streamed, in_memory, strict=True):
+        np.testing.assert_array_equal(first, second)
+    # Every row once per epoch, in a shuffled order.
+    seen = np.concatenate(streamed)
+    assert sorted(map(bytes, seen)) == sorted(map(bytes, images[rows]))
+    assert not np.array_equal(seen, images[rows])
+
+
+def test_streaming_hands_mapped_pages_back_now_and_then(monkeypatch):
+    from dogvae import training
+
+    class Mapping:
+        released = 0
+
+        def madvise(self, advice):
+            Mapping.released += 1
+
+    monkeypatch.setattr(training, "RELEASE_MAPPED_BYTES", 3 * 32 * 32)
+    gather = training._Gather(blobs(10), Mapping())
+    for start in range(0, 10, 2):
+        np.testing.assert_array_equal(gather(np.arange(start, start + 2)), blobs(10)[start:][:2])
+    assert Mapping.released == 2  # after 4 and after 8 images
+
+
+def test_training_on_indices_of_a_memory_mapped_set_matches_training_on_copies(tmp_path):
+    images = np.concatenate([blobs(40), blobs(12, seed=5)])
+    train_rows, validation_rows = np.arange(0, 52, 4), np.arange(2, 52, 4)
+    config = TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3)
+    copies = train_vae(images[train_rows], images[validation_rows], TINY, config)
+    mapped = memory_mapped(images, tmp_path)
+    streamed = train_vae(
+        mapped,
+        mapped,
+        TINY,
+        config,
+        train_indices=train_rows,
+        validation_indices=validation_rows,
+    )
+    for first, second in zip(copies.history, streamed.history, strict=True):
+        for key in ("loss", "val_loss", "kl"):
+            assert first[key] == pytest.approx(second[key], rel=1e-5)
+
+
+def test_the_stop_flag_acts_within_a_batch_when_batches_are_rarely_reported():
+    import keras
+
+    stop = threading.Event()
+
+    class StopAtSecondBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                stop.set()
+
+    result = train_vae(
+        blobs(64),
+        None,
+        TINY,
+        TrainConfig(epochs=50, batch_size=8, report_every=1000),
+        stop_event=stop,
+        extra_callbacks=(StopAtSecondBatch(),),
+    )
+    assert result.status == "stopped"
+    assert len(result.history) == 1 and result.history[0]["batches"] <= 3
+
+
+def test_a_nan_between_reported_batches_still_rolls_back_to_the_last_good_epoch():
+    import keras
+
+    kept = {}
+
+    class PoisonSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kept[epoch] = [w.copy() for w in self.model.decoder.get_weights()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            if len(kept) == 1 and batch == 1:  # mid-epoch, not a reported batch
+                weights = self.model.decoder.get_weights()
+                weights[0] = np.full_like(weights[0], np.nan)
+                self.model.decoder.set_weights(weights)
+
+    result = train_vae(
+        blobs(64),
+        None,
+        TINY,
+        TrainConfig(epochs=4, batch_size=8, report_every=1000),
+        extra_callbacks=(PoisonSecondEpoch(),),
+    )
+    assert result.status == "diverged"
+    assert "at epoch 2, batch 8" in result.message  # found on the epoch's last batch
+    assert [row["epoch"] for row in result.history] == [1]
+    for restored, good in zip(result.decoder.get_weights(), kept[0], strict=True):
+        np.testing.assert_array_equal(restored, good)
