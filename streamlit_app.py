@@ -8,7 +8,6 @@ import streamlit as st
 from dogvae import ui
 
 st.set_page_config(page_title="dogvae", page_icon="🐕", layout="wide")
-ui.warm_up()  # TensorFlow loads in the background; the Data page never waits for it
 
 navigation = st.navigation(
     [
@@ -20,3 +19,6 @@ navigation = st.navigation(
     ]
 )
 navigation.run()
+# TensorFlow loads in the background, once per server, and only once this first page
+# is out: importing it holds the interpreter for seconds, which would hold up the page.
+ui.warm_up()

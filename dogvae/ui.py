@@ -88,6 +88,13 @@ def _load_run(path: str, modified: float) -> LoadedRun:
     from dogvae.runs import load_run
 
     run = load_run(path)
+    # Compile the one-image encoder and decoder (XLA, about 0.5 s) now, not at the
+    # user's first slider move.
+    from dogvae.model import decode, encode
+
+    config = run.info.model_config
+    encode(run.encoder, np.zeros((1, config.image_size, config.image_size, config.channels)))
+    decode(run.decoder, np.zeros((1, config.latent_dim)))
     # Streamlit collects garbage after every rerun; walking TensorFlow's object
     # graph each time made a slider rerun 350 ms instead of 60 ms. Freezing
     # moves everything alive now (TF, the model) out of the collector's sight.
