@@ -73,8 +73,11 @@ def running_app(
     runs_dir: Path,
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
+    script: str | None = None,
 ) -> Iterator[str]:
     """Start ``streamlit run streamlit_app.py`` on a free port; yield its URL; stop it.
+
+    ``script`` runs another Streamlit script instead (a benchmark's yardstick page).
 
     The server runs in its own process group, so stopping it also ends anything
     it started. Its output goes to ``log_path`` (default: discarded) and is
@@ -94,7 +97,7 @@ def running_app(
         "-m",
         "streamlit",
         "run",
-        "streamlit_app.py",
+        script or "streamlit_app.py",
         "--server.headless=true",
         f"--server.port={port}",
         "--server.address=127.0.0.1",

@@ -1,0 +1,228 @@
+"""Interactive latency in a real browser (Playwright + Debian chromium).
+
+    python bench/latency.py                  # bundled default model, 60 slider steps, 3 starts
+    python bench/latency.py --presses 200 --starts 5
+
+Two measurements, each against the app as a user runs it (``streamlit run
+streamlit_app.py``, the bundled default model active):
+
+* **Slider latency** (Generate page): from a key press on the first latent
+  slider to the new image on screen. Both ends are taken in the page with its
+  own clock: a capturing keydown listener notes the press, and a
+  MutationObserver waits for the slider point's <img> to carry a new source
+  that has loaded, then for the next animation frame (the frame that paints
+  it). Presses go right, then left, so the slider stays within its range;
+  each waits for the page to be idle first, as a user's next move would.
+* **First page**: from the moment the server answers its health check to the
+  first page's text in the browser, for the app's home page (the Data page,
+  which must never wait for TensorFlow), the Generate page (which needs the
+  model, so it waits for TensorFlow and the default model) and, as the
+  yardstick measured in the same run, alternating with them, a one-line
+  Streamlit page. The browser is
+  already running; each start is a fresh server process.
+
+One JSON object on stdout (milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+sys.path.insert(0, str(common.REPO / "tests"))
+import browser_helpers as bh
+
+# Resolves with {keydown, shown} once the slider point's image has a source other
+# than the one it had when armed, that source has loaded, and a frame has passed.
+ARM = """
+() => {
+  const column = [...document.querySelectorAll('[data-testid="stColumn"]')].find(
+    (c) => [...c.querySelectorAll("button")].some((b) => b.innerText.trim() === "Random point"));
+  const current = () => column.querySelector('[data-testid="stImage"] img');
+  const before = current() ? current().src : null;
+  window.__benchShown = new Promise((resolve) => {
+    const check = () => {
+      const img = current();
+      if (!img || img.src === before || !img.complete || img.naturalWidth === 0) return false;
+      observer.disconnect();
+      requestAnimationFrame(() =>
+        resolve({ keydown: window.__benchKeydown, shown: performance.now() }));
+      return true;
+    };
+    const observer = new MutationObserver(() => {
+      const img = current();
+      if (img && img.src !== before && !img.complete) {
+        img.addEventListener("load", check, { once: true });
+      }
+      check();
+    });
+    observer.observe(column, { subtree: true, childList: true, attributes: true });
+  });
+  return before;
+}
+"""
+WAIT_SHOWN = """
+() => Promise.race([
+  window.__benchShown,
+  new Promise((_, reject) => setTimeout(() => reject(new Error("no new image within 60 s")), 60000)),
+])
+"""
+KEYDOWN = """
+() => document.addEventListener("keydown", () => { window.__benchKeydown = performance.now(); },
+                                { capture: true })
+"""
+ONE_LINE_PAGE = 'import streamlit as st\n\nst.write("A one-line page.")\n'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Slider-to-image latency and first-page time in chromium; print JSON.",
+    )
+    parser.add_argument("--presses", type=int, default=60, help="slider key presses (default 60)")
+    parser.add_argument(
+        "--starts", type=int, default=3, help="server starts per page for the first-page time"
+    )
+    parser.add_argument("--warmup", type=int, default=5, help="presses not counted (default 5)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=common.REPO / "models" / "default",
+        help="the run the app starts with (default the bundled models/default)",
+    )
+    common.add_wait_option(parser)
+    return parser.parse_args(argv)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return round(ordered[index], 1)
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 0.5),
+        "p95_ms": percentile(values, 0.95),
+        "min_ms": round(min(values), 1),
+        "max_ms": round(max(values), 1),
+        "mean_ms": round(statistics.fmean(values), 1),
+    }
+
+
+def slider_latency(context, url: str, presses: int, warmup: int) -> list[float]:
+    page, errors = bh.open_app(context, url)
+    bh.go_to(page, "Generate")
+    page.get_by_role("button", name="Random point", exact=True).wait_for()
+    bh.wait_idle(page)
+    page.evaluate(KEYDOWN)
+    # The first latent slider ("direction 1", or "z1" without latent statistics), not Count.
+    column = page.locator('[data-testid="stColumn"]').filter(
+        has=page.get_by_role("slider", name=re.compile(r"^(direction 1|z1)\b"))
+    )
+    slider = column.get_by_role("slider").first
+    slider.focus()
+    latencies = []
+    steps_each_way = 10
+    for index in range(warmup + presses):
+        key = "ArrowRight" if (index // steps_each_way) % 2 == 0 else "ArrowLeft"
+        bh.wait_idle(page)
+        page.evaluate(ARM)
+        page.keyboard.press(key)
+        shown = page.evaluate(WAIT_SHOWN)
+        if index >= warmup:
+            latencies.append(shown["shown"] - shown["keydown"])
+    unexpected = errors.take_unexpected()
+    page.close()
+    if unexpected:
+        raise SystemExit(f"the page logged errors: {unexpected}")
+    return latencies
+
+
+def app_env(run: Path) -> dict[str, str]:
+    """The app as a user starts it: this run active, TensorFlow warming up in the background."""
+    return {"DOGVAE_DEFAULT_RUN": str(run.resolve()), "DOGVAE_WARM_UP": os.environ.get("DOGVAE_WARM_UP", "1")}
+
+
+def first_page_ms(
+    context, script: str | None, path: str, text: str, folders: Path, env: dict[str, str]
+) -> float:
+    """A fresh server; milliseconds from its first healthy answer to ``text`` in the page."""
+    page = context.new_page()
+    with bh.running_app(folders / "data", folders / "runs", env=env, script=script) as url:
+        up = time.perf_counter()
+        page.goto(f"{url}{path}")
+        page.get_by_text(text, exact=False).first.wait_for()
+        elapsed = (time.perf_counter() - up) * 1000
+    page.close()
+    return elapsed
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    common.apply_wait_option(args)
+    reason = bh.browser_unavailable()
+    if reason:
+        print(f"latency.py: {reason}", file=sys.stderr)
+        return common.EXIT_MISSING
+
+    if not (args.run / "config.json").is_file():
+        print(f"latency.py: no run folder at {args.run}", file=sys.stderr)
+        return common.EXIT_MISSING
+    env = app_env(args.run)
+
+    with tempfile.TemporaryDirectory(prefix="dogvae-bench-latency-") as tmp:
+        folders = Path(tmp)
+        (folders / "data").mkdir()
+        (folders / "runs").mkdir()
+        one_line = folders / "one_line.py"
+        one_line.write_text(ONE_LINE_PAGE)
+
+        with bh.chromium() as context:
+            quiet = common.wait_for_quiet()
+            with bh.running_app(folders / "data", folders / "runs", env=env) as url:
+                latencies = slider_latency(context, url, args.presses, args.warmup)
+
+            pages = {
+                "home (Data)": (None, "/", "Give dogvae dog photos"),
+                # A direct link: Streamlit's client also probes /generate/_stcore/... (404s).
+                "generate": (None, "/generate", "Latent sliders"),
+                "one_line_streamlit": (str(one_line), "/", "A one-line page."),
+            }
+            first = {name: [] for name in pages}
+            for start in range(args.starts):
+                order = list(pages) if start % 2 == 0 else list(reversed(pages))
+                for name in order:
+                    script, path, text = pages[name]
+                    first[name].append(first_page_ms(context, script, path, text, folders, env))
+
+    medians = {name: round(statistics.median(values), 1) for name, values in first.items()}
+    yardstick = medians["one_line_streamlit"]
+    common.emit(
+        {
+            "run": str(args.run),
+            "slider": summary(latencies),
+            "slider_goal": {"p50_ms": 100, "p95_ms": 200},
+            "first_page_ms": {name: [round(v, 1) for v in values] for name, values in first.items()},
+            "first_page_median_ms": medians,
+            "first_page_vs_one_line": {
+                name: round(value / yardstick, 2) for name, value in medians.items()
+            },
+            "first_page_goal": "home within 2000 ms, or 1.25x the one-line page",
+            **quiet,
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The benchmark scripts run on tiny inputs and print valid JSON.
+
+They measure nothing here: these tests only prove that each script works end
+to end (the real figures come from running them on ../shared/data).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_dogs
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
+SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py")
+
+
+def bench(script: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if cache is not None:
+        env["DOGVAE_CACHE_DIR"] = str(cache)
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args, "--no-wait"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+
+
+def json_output(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, out.stdout[-3000:]
+    return json.loads(lines[0])
+
+
+def settled_csv(folder: Path, count: int) -> Path:
+    """A CSV of ``count`` small readable images, old enough for dogvae to cache them."""
+    from dogvae import data
+
+    images = write_dogs(folder / "images", count)
+    path = folder / "dogs.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filepaths", "labels", "data set"])
+        for index, image in enumerate(images):
+            split = "valid" if index % 8 == 0 else "train"
+            writer.writerow([image.relative_to(folder).as_posix(), image.parent.name, split])
+    time.sleep(data.CACHE_SETTLE_SECONDS + 0.2)
+    return path
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script):
+    out = bench(script, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "JSON" in out.stdout
+
+
+def test_a_missing_dataset_or_baseline_is_a_clear_message(tmp_path):
+    out = bench("data.py", "--csv", str(tmp_path / "nowhere.csv"))
+    assert out.returncode == 2
+    assert "not found at" in out.stderr and "../shared/data" in out.stderr
+    assert "Traceback" not in out.stderr
+    csv_path = tmp_path / "dogs.csv"
+    csv_path.write_text("filepaths\n")
+    out = bench("train.py", "--csv", str(csv_path), "--baseline", str(tmp_path / "none.py"))
+    assert out.returncode == 2 and "seed_baseline.py" in out.stderr
+
+
+def test_data_bench_on_a_tiny_csv(tmp_path):
+    result = json_output(
+        bench("data.py", "--csv", str(settled_csv(tmp_path, 12)), "--rounds", "2", "--sample", "4")
+    )
+    assert result["n"] == 12 and result["readable"] == 12
+    assert [r["order"] for r in result["rounds"]] == [
+        ["baseline", "dogvae"],
+        ["dogvae", "baseline"],
+    ]
+    assert all(r["cache_hit"] for r in result["rounds"])
+    for key in (
+        "baseline_img_per_s",
+        "dogvae_decode_img_per_s",
+        "dogvae_cold_img_per_s",
+        "dogvae_cached_img_per_s",
+    ):
+        assert result[key] > 0
+    assert result["decode_speedup"] > 0 and result["cached_speedup_vs_cold"] > 0
+    assert set(result["breakdown"]["baseline_ms_per_image"]) == {
+        "read",
+        "decode",
+        "resize",
+        "total",
+    }
+    assert result["pixel_difference"]["reduced_jpeg"]["images"] == 0  # tiny images: never
+    assert result["pixel_difference"]["all"]["images"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BASELINE.exists(), reason="needs ../shared/bench/seed_baseline.py")
+def test_train_bench_on_a_tiny_csv(tmp_path):
+    csv_path = settled_csv(tmp_path, 48)
+    args = ("--csv", str(csv_path), "--n", "48", "--epochs", "2", "--batch", "16", "--rounds", "1")
+    result = json_output(bench("train.py", *args, cache=tmp_path / "cache"))
+    (round_,) = result["rounds"]
+    assert round_["baseline"]["n"] == round_["dogvae"]["n"] == 48
+    assert result["ratio"] > 0 and result["gflops"]["dogvae"] > 0
+    assert result["flops"]["forward_per_image"] == 69_599_360  # the seed model, by hand
+    assert result["cpu"]["cores"] >= 1
+
+
+@pytest.mark.slow
+def test_scale_bench_on_a_few_synthetic_images():
+    result = json_output(bench("scale.py", "--n", "300", "--steps", "3", "--batch", "32"))
+    assert result["images_loaded"] == 300
+    assert result["memory_mapped"] is True
+    assert result["batches"] == 3 and result["status"] == "stopped"
+    assert result["rss_mb"]["peak_mb"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_latency_bench_in_a_real_browser():
+    from browser_helpers import browser_unavailable
+
+    reason = browser_unavailable()
+    if reason:
+        pytest.skip(reason)
+    out = bench("latency.py", "--presses", "4", "--warmup", "1", "--starts", "1")
+    result = json_output(out)
+    slider = result["slider"]
+    assert slider["n"] == 4
+    # Both ends come from the page's own clock: a redraw takes some time, but not minutes.
+    assert 0 < slider["min_ms"] <= slider["p50_ms"] <= slider["p95_ms"] <= slider["max_ms"] < 60_000
+    assert set(result["first_page_ms"]) == {"home (Data)", "generate", "one_line_streamlit"}
+    assert all(len(times) == 1 and times[0] > 0 for times in result["first_page_ms"].values())
+    assert result["first_page_vs_one_line"]["one_line_streamlit"] == 1.0
