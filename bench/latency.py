@@ -73,7 +73,8 @@ ARM = """
 WAIT_SHOWN = """
 () => Promise.race([
   window.__benchShown,
-  new Promise((_, reject) => setTimeout(() => reject(new Error("no new image within 60 s")), 60000)),
+  new Promise((_, reject) =>
+    setTimeout(() => reject(new Error("no new image within 60 s")), 60000)),
 ])
 """
 KEYDOWN = """
@@ -150,7 +151,8 @@ def slider_latency(context, url: str, presses: int, warmup: int) -> list[float]:
 
 def app_env(run: Path) -> dict[str, str]:
     """The app as a user starts it: this run active, TensorFlow warming up in the background."""
-    return {"DOGVAE_DEFAULT_RUN": str(run.resolve()), "DOGVAE_WARM_UP": os.environ.get("DOGVAE_WARM_UP", "1")}
+    warm_up = os.environ.get("DOGVAE_WARM_UP", "1")
+    return {"DOGVAE_DEFAULT_RUN": str(run.resolve()), "DOGVAE_WARM_UP": warm_up}
 
 
 def first_page_ms(
@@ -212,7 +214,9 @@ def main(argv=None) -> int:
             "run": str(args.run),
             "slider": summary(latencies),
             "slider_goal": {"p50_ms": 100, "p95_ms": 200},
-            "first_page_ms": {name: [round(v, 1) for v in values] for name, values in first.items()},
+            "first_page_ms": {
+                name: [round(value, 1) for value in values] for name, values in first.items()
+            },
             "first_page_median_ms": medians,
             "first_page_vs_one_line": {
                 name: round(value / yardstick, 2) for name, value in medians.items()

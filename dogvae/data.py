@@ -845,7 +845,8 @@ def _decode_rows_into(paths, fetch, fetch_in_worker, config, workers, progress, 
 
 CACHE_FORMAT = 1
 # Part of every cache key: bump it whenever decoding changes the pixels it produces.
-DECODER_VERSION = 4  # 4: plain INTER_AREA again (the matrix-product resize was slower after reduced JPEG decoding)
+# 4: plain INTER_AREA again (the matrix-product resize was slower after reduced JPEG decoding).
+DECODER_VERSION = 4
 # A file modified this recently could change again within the file system's
 # timestamp granularity without its size or time changing, so a dataset with
 # such a file is not cached (git's "racily clean" problem).
