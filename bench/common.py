@@ -40,7 +40,18 @@ def require(path: Path, what: str) -> Path:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (ru_maxrss, kilobytes on Linux)."""
+    """This process's peak resident memory so far, in MB.
+
+    VmHWM from /proc/self/status where there is one: Linux's ru_maxrss keeps the
+    parent's peak across fork and exec, so a worker started by a big parent would
+    report the parent's memory. ru_maxrss elsewhere.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

@@ -10,7 +10,7 @@ folder, then measures in a fresh process: the first load (decoding into the
 cache file), a second load (the cache, memory-mapped), and a training of the
 seed architecture at that size that streams batches from the memory-mapped
 cache (one epoch with a 10% validation split, or ``--steps`` batches without
-validation). Peak memory is the worker's ru_maxrss, so nothing the parent did
+validation). Peak memory is the worker's own (VmHWM), so nothing the parent did
 (writing the files) counts.
 
 The server's dataset memory ceiling (DOGVAE_MAX_DATASET_MB, 4 GiB by default)

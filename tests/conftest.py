@@ -202,6 +202,34 @@ def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
     return data_dir, runs_dir
 
 
+@pytest.fixture
+def runs_folder(app_dirs: tuple[Path, Path]) -> Path:
+    """The app's runs folder, empty (its data folder is app_dirs' too)."""
+    return app_dirs[1]
+
+
+@pytest.fixture
+def media(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Images and eager downloads as {url: (bytes, name)}; deferred ones as {name: callable}."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    files: dict = {}
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def remember(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
+        url = add(self, path_or_data, mimetype, coordinates, file_name, **kwargs)
+        files[url] = (path_or_data, file_name)
+        return url
+
+    def remember_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", remember)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember_deferred)
+    return files
+
+
 def open_app(page: str | None = None):
     """The app in Streamlit's AppTest, run once, optionally switched to ``pages/<page>.py``."""
     from streamlit.testing.v1 import AppTest

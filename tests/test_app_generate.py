@@ -27,7 +27,6 @@ import pytest
 from conftest import dog_like
 from PIL import Image
 from streamlit import dataframe_util
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from dogvae import latent, runs
@@ -98,17 +97,6 @@ def saved_runs(tmp_path_factory, models) -> Path:
 
 
 @pytest.fixture
-def runs_folder(tmp_path, monkeypatch) -> Path:
-    """An empty runs folder (and data folder) that the app uses."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    (tmp_path / "data").mkdir()
-    monkeypatch.setenv("DOGVAE_RUNS_DIR", str(folder))
-    monkeypatch.setenv("DOGVAE_DATA_DIR", str(tmp_path / "data"))
-    return folder
-
-
-@pytest.fixture
 def tiny_run(runs_folder, saved_runs) -> Path:
     shutil.copytree(saved_runs / "tiny", runs_folder, dirs_exist_ok=True)
     return runs_folder / "tiny"
@@ -130,26 +118,6 @@ def wide_run(runs_folder, saved_runs) -> Path:
 def pca_run(runs_folder, saved_runs) -> Path:
     shutil.copytree(saved_runs / "pca", runs_folder, dirs_exist_ok=True)
     return runs_folder / "pca"
-
-
-@pytest.fixture
-def media(monkeypatch) -> dict:
-    """Images and eager downloads as {url: (bytes, name)}; deferred ones as {name: callable}."""
-    files: dict = {}
-    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
-
-    def remember(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
-        url = add(self, path_or_data, mimetype, coordinates, file_name, **kwargs)
-        files[url] = (path_or_data, file_name)
-        return url
-
-    def remember_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        files[file_name] = data_callable
-        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add", remember)
-    monkeypatch.setattr(MediaFileManager, "add_deferred", remember_deferred)
-    return files
 
 
 def run(target) -> AppTest:

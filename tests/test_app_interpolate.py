@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from dogvae import runs
@@ -68,40 +67,9 @@ def saved_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runs_folder(tmp_path, monkeypatch) -> Path:
-    """An empty runs folder (and data folder) that the app uses."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    (tmp_path / "data").mkdir()
-    monkeypatch.setenv("DOGVAE_RUNS_DIR", str(folder))
-    monkeypatch.setenv("DOGVAE_DATA_DIR", str(tmp_path / "data"))
-    return folder
-
-
-@pytest.fixture
 def tiny_run(runs_folder, saved_run) -> Path:
     shutil.copytree(saved_run, runs_folder / "tiny")
     return runs_folder / "tiny"
-
-
-@pytest.fixture
-def media(monkeypatch) -> dict:
-    """Images and eager downloads as {url: (bytes, name)}; deferred ones as {name: callable}."""
-    files: dict = {}
-    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
-
-    def remember(self, path_or_data, mimetype, coordinates, file_name=None, **kwargs):
-        url = add(self, path_or_data, mimetype, coordinates, file_name, **kwargs)
-        files[url] = (path_or_data, file_name)
-        return url
-
-    def remember_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        files[file_name] = data_callable
-        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add", remember)
-    monkeypatch.setattr(MediaFileManager, "add_deferred", remember_deferred)
-    return files
 
 
 def interpolate_page(dataset: Dataset | None = None) -> AppTest:

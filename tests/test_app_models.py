@@ -70,17 +70,6 @@ def saved_runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runs_folder(tmp_path, monkeypatch) -> Path:
-    """An empty runs folder (and data folder) that the app uses."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    (tmp_path / "data").mkdir()
-    monkeypatch.setenv("DOGVAE_RUNS_DIR", str(folder))
-    monkeypatch.setenv("DOGVAE_DATA_DIR", str(tmp_path / "data"))
-    return folder
-
-
-@pytest.fixture
 def two_runs(runs_folder, saved_runs) -> Path:
     shutil.copytree(saved_runs, runs_folder, dirs_exist_ok=True)
     return runs_folder
