@@ -250,29 +250,15 @@ def main(argv=None) -> int:
         return worker(args)
     common.require(args.baseline, "the baseline script seed_baseline.py")
     python = sys.executable
-    baseline_command = [
-        python,
-        str(args.baseline),
-        str(args.csv),
-        "--n",
-        str(args.n),
-        "--epochs",
-        str(args.epochs),
-        "--batch",
-        str(args.batch),
-    ]
+    same = ["--n", str(args.n), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    baseline_command = [python, str(args.baseline), str(args.csv), *same]
     dogvae_command = [
         python,
         str(Path(__file__).resolve()),
         "--worker",
         "--csv",
         str(args.csv),
-        "--n",
-        str(args.n),
-        "--epochs",
-        str(args.epochs),
-        "--batch",
-        str(args.batch),
+        *same,
         *(["--split"] if args.split else []),
         "--pipeline",
         args.pipeline,

@@ -189,6 +189,13 @@ def test_training_job_reports_failure_instead_of_raising(tmp_path):
     assert slots.running == 0  # the slot is given back
 
 
+def poison(model) -> None:
+    """NaN into the model's first weight: the next loss is NaN."""
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    model.set_weights(weights)
+
+
 def test_nan_mid_training_rolls_back_to_exactly_the_last_good_epoch():
     import keras
 
@@ -200,9 +207,7 @@ def test_nan_mid_training_rolls_back_to_exactly_the_last_good_epoch():
 
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 2:
-                weights = self.model.decoder.get_weights()
-                weights[0] = np.full_like(weights[0], np.nan)
-                self.model.decoder.set_weights(weights)
+                poison(self.model.decoder)
 
     result = train_vae(
         blobs(32),
@@ -353,9 +358,7 @@ def test_a_nan_between_reported_batches_still_rolls_back_to_the_last_good_epoch(
 
         def on_train_batch_end(self, batch, logs=None):
             if len(kept) == 1 and batch == 1:  # mid-epoch, not a reported batch
-                weights = self.model.decoder.get_weights()
-                weights[0] = np.full_like(weights[0], np.nan)
-                self.model.decoder.set_weights(weights)
+                poison(self.model.decoder)
 
     result = train_vae(
         blobs(64),
