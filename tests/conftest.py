@@ -230,6 +230,21 @@ def media(monkeypatch: pytest.MonkeyPatch) -> dict:
     return files
 
 
+@pytest.fixture
+def train_app(app_dirs: tuple[Path, Path]):
+    """The Train page with a 16-image dataset already loaded in the session; and the runs folder."""
+    from dogvae.config import DataConfig
+    from dogvae.data import load_dataset
+
+    data_dir, runs_dir = app_dirs
+    write_dogs(data_dir / "dogs", 16)
+    app = open_app()
+    app.session_state["dataset"] = load_dataset(data_dir / "dogs", DataConfig())
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    return app, runs_dir
+
+
 def open_app(page: str | None = None):
     """The app in Streamlit's AppTest, run once, optionally switched to ``pages/<page>.py``."""
     from streamlit.testing.v1 import AppTest

@@ -4,9 +4,7 @@ import tomllib
 from pathlib import Path
 
 from dogvae import ui
-from dogvae.config import DataConfig
-from dogvae.data import load_dataset
-from tests.conftest import open_app, write_dogs
+from tests.conftest import open_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,12 +32,8 @@ def test_every_uploader_has_its_own_limit(app_dirs, monkeypatch):
     assert limits == [ui.PHOTO_UPLOAD_MB, ui.PHOTO_UPLOAD_MB]
 
 
-def test_bad_uploads_during_a_training_leave_it_and_the_active_model_alone(app_dirs):
-    data_dir, runs_dir = app_dirs
-    write_dogs(data_dir / "dogs", 16)
-    app = open_app()
-    app.session_state["dataset"] = load_dataset(data_dir / "dogs", DataConfig())
-    app.switch_page("pages/train.py").run()
+def test_bad_uploads_during_a_training_leave_it_and_the_active_model_alone(train_app):
+    app, runs_dir = train_app
     numbers = {box.label: box for box in app.number_input}
     numbers["Epochs"].set_value(5000)
     numbers["Batch size"].set_value(4)

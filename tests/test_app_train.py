@@ -4,21 +4,7 @@ import time
 
 import pytest
 
-from dogvae.config import DataConfig
-from dogvae.data import load_dataset
-from tests.conftest import open_app, write_dogs
-
-
-@pytest.fixture
-def train_app(app_dirs):
-    """The Train page with a 16-image dataset already loaded in the session."""
-    data_dir, runs_dir = app_dirs
-    write_dogs(data_dir / "dogs", 16)
-    app = open_app()
-    app.session_state["dataset"] = load_dataset(data_dir / "dogs", DataConfig())
-    app.switch_page("pages/train.py").run()
-    assert not app.exception
-    return app, runs_dir
+from tests.conftest import open_app
 
 
 def fill(app, *, epochs=1, batch_size=8, name="tiny-run"):
