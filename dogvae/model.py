@@ -200,6 +200,8 @@ def build_vae(config: ModelConfig, kl_weight: float = 1.0) -> VAE:
     return VAE(build_encoder(config), build_decoder(config), kl_weight=kl_weight)
 
 
+# decode() draws up to this many images one by one (what the app shows), more in batches.
+SINGLE_ROWS = 64
 _INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _INFERENCE_LOCK = threading.Lock()
 
@@ -256,11 +258,18 @@ def decode(decoder: keras.Model, z: np.ndarray, batch_size: int = 256) -> np.nda
     z = np.asarray(z, dtype=np.float32)
     if z.ndim == 1:
         z = z[None, :]
-    call = inference_function(decoder, single=len(z) == 1)
-    parts = [
-        ops.convert_to_numpy(call(z[start : start + batch_size]))
-        for start in range(0, len(z), batch_size)
-    ]
+    if len(z) <= SINGLE_ROWS:
+        # One row at a time through the one-image XLA function: a point then gives
+        # the same pixels alone (a slider) as in a grid (a traversal). XLA's results
+        # depend on the batch size in the last bit, which flips uint8 rounding.
+        call = inference_function(decoder, single=True)
+        parts = [ops.convert_to_numpy(call(z[row : row + 1])) for row in range(len(z))]
+    else:
+        call = inference_function(decoder)
+        parts = [
+            ops.convert_to_numpy(call(z[start : start + batch_size]))
+            for start in range(0, len(z), batch_size)
+        ]
     return np.concatenate(parts) if parts else np.zeros((0, *decoder.output_shape[1:]), np.float32)
 
 
