@@ -172,9 +172,10 @@ def chromium(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[Any]:
 
 # The one kind of browser error let through (images and download buttons alike).
 # Streamlit keeps a session's media files only for its latest run: when a rerun (a
-# slider step, the second rerun of an upload) replaces an image before the browser has fetched it, that fetch gets a 404 and the
-# browser logs it, then loads the replacement. Harmless to the user as long as every
-# image on the page ends up loaded: check that too, with broken_images().
+# slider step, the second rerun of an upload) replaces a file before the browser has
+# fetched it, that fetch gets a 404 and the browser logs it, then loads the
+# replacement. Harmless to the user as long as every image on the page ends up
+# loaded: check that too, with broken_images().
 SUPERSEDED_IMAGE = re.compile(
     r"status of 404 \(Not Found\) \(\{'url': '[^']*/media/|Image source error - \S*/media/"
     r"|Download Button source error - 404"  # a download button's file, superseded the same way
