@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=_number, help="Adam's learning rate")
     train.add_argument("--kl-warmup", type=_non_negative_int, help="epochs of KL warm-up")
     train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        help="constant, or cosine down to 1%% of the rate by the last epoch or the budget",
+    )
+    train.add_argument(
         "--budget-minutes", type=_number, help="stop and save after this much training time"
     )
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
@@ -102,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--n", type=_positive_int, default=16, help="images (default 16)")
     generate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
+    generate.add_argument(
+        "--sampler",
+        choices=("auto", "prior", "data"),
+        default="auto",
+        help="prior: N(0, I); data: a Gaussian fitted to the training dogs' latent means; "
+        "auto (default): data when the run recorded those means, else prior",
+    )
+    generate.add_argument(
+        "--temperature", type=_number, default=1.0, help="spread of the samples (default 1)"
+    )
     generate.set_defaults(handler=_generate)
 
     interpolate = commands.add_parser(
@@ -191,6 +206,7 @@ def _train(args) -> int:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "kl_warmup_epochs": args.kl_warmup,
+        "lr_schedule": args.lr_schedule,
         "budget_minutes": args.budget_minutes,
         "seed": args.seed,
     }
@@ -295,14 +311,35 @@ def _generate(args) -> int:
     out = _check_output(args.out, (".png",))
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
-    run = _load_run(args.run)
     from dogvae import latent
+    from dogvae.runs import read_latent_stats
+
+    latent.check_temperature(args.temperature)
+    stats = read_latent_stats(args.run) if args.sampler != "prior" else None
+    if args.sampler == "data" and stats is None:
+        raise ValueError(
+            f"{args.run} has no latent statistics (latent_stats.npz) to sample like the data; "
+            "use --sampler prior"
+        )
+    run = _load_run(args.run)
     from dogvae.model import decode
 
-    z = latent.sample_latents(args.n, run.info.model_config.latent_dim, args.seed)
+    if stats is not None and len(stats["mean"]) != run.info.model_config.latent_dim:
+        raise ValueError(f"{args.run}: latent_stats.npz does not match the model's latent size")
+    if stats is not None:
+        z = latent.sample_like_data(args.n, stats, args.seed, args.temperature)
+        what = "the training dogs' latent distribution"
+    else:
+        z = latent.sample_latents(
+            args.n, run.info.model_config.latent_dim, args.seed, args.temperature
+        )
+        what = "the prior N(0, I)"
     grid = latent.image_grid(decode(run.decoder, z))
     latent.save_image(out, latent.upscale(grid, args.scale))
-    print(f"wrote {out}: {args.n} samples from {run.info.name}")
+    print(
+        f"wrote {out}: {args.n} samples from {run.info.name}, drawn from {what} "
+        f"at temperature {args.temperature:g}"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 4_096
 MAX_LATENT_DIM = 512
 IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class TrainConfig:
         kl_warmup_epochs: Epochs over which the KL weight rises linearly from 0.
         report_every: Report progress every this many batches.
         budget_minutes: Stop (and save) once training has run this long (None: no limit).
+        lr_schedule: "constant", or "cosine": the learning rate falls along a half
+            cosine to 1% of ``learning_rate`` by the end of the run, which is the
+            last epoch or the time budget, whichever comes first.
     """
 
     epochs: int = 30
@@ -129,6 +133,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     report_every: int = 5
     budget_minutes: float | None = None
+    lr_schedule: str = "constant"
 
     def validate(self) -> TrainConfig:
         if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
@@ -155,6 +160,10 @@ class TrainConfig:
             )
         if not _is_int(self.report_every) or self.report_every < 1:
             raise ValueError(f"report_every must be a positive integer, got {self.report_every!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         return self
 
 

@@ -51,6 +51,7 @@ HISTORY_COLUMNS = (
     "val_kl",
     "seconds",
     "kl_weight",
+    "learning_rate",
     "active_units",
     "kl_per_dim",
 )

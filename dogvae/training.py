@@ -29,6 +29,7 @@ SAMPLE_COUNT = 16  # images in the per-epoch sample grid
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: a unit is active when Var_x(E[z|x]) > 0.01
 MAX_DIAGNOSTIC_IMAGES = 1_000  # images encoded per epoch for the collapse signal
 MAX_STATISTICS_IMAGES = 20_000  # training images encoded for the run's latent statistics
+FINAL_LR_FRACTION = 0.01  # a cosine schedule ends at this share of the learning rate
 
 
 @dataclass
@@ -58,6 +59,19 @@ def kl_weight_for_epoch(config: TrainConfig, epoch: int) -> float:
     if config.kl_warmup_epochs <= 0:
         return float(config.kl_weight)
     return float(config.kl_weight) * min(1.0, epoch / config.kl_warmup_epochs)
+
+
+def learning_rate_at(config: TrainConfig, progress: float) -> float:
+    """Adam's learning rate ``progress`` (0 to 1) of the way through the run.
+
+    Constant, or a half cosine from ``learning_rate`` down to FINAL_LR_FRACTION
+    of it: large steps while the loss falls fast, small ones to settle at the end.
+    """
+    if config.lr_schedule == "constant":
+        return float(config.learning_rate)
+    progress = min(max(float(progress), 0.0), 1.0)
+    share = FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+    return float(config.learning_rate) * share
 
 
 def latent_diagnostics(z_mean: np.ndarray, z_log_var: np.ndarray) -> dict[str, Any]:
@@ -95,6 +109,7 @@ def _make_live_history(keras):
             self.message = ""
             self.good_weights = None
             self.started = time.perf_counter()
+            self.learning_rate = float(config.learning_rate)
 
         def _snapshot(self):
             self.good_weights = (
@@ -111,6 +126,19 @@ def _make_live_history(keras):
             self.epoch_started = time.perf_counter()
             self.batches = 0
             self.model.kl_weight.assign(kl_weight_for_epoch(self.config, epoch))
+
+        def progress(self) -> float:
+            """How far through the run: by batches, or by the time budget when that ends first."""
+            done = (self.epoch * self.steps + self.batches) / (self.config.epochs * self.steps)
+            budget = self.config.budget_minutes
+            if budget is not None:
+                done = max(done, (time.perf_counter() - self.started) / (budget * 60))
+            return done
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.config.lr_schedule != "constant":
+                self.learning_rate = learning_rate_at(self.config, self.progress())
+                self.model.optimizer.learning_rate.assign(self.learning_rate)
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches = batch + 1
@@ -166,6 +194,7 @@ def _make_live_history(keras):
                 **{key: float(logs.get(key, math.nan)) for key in _METRICS},
                 "seconds": round(time.perf_counter() - self.epoch_started, 3),
                 "kl_weight": float(kl_weight_for_epoch(self.config, epoch)),
+                "learning_rate": self.learning_rate,  # at the epoch's last batch
             }
             broken = [key for key in _METRICS if key in logs and not math.isfinite(row[key])]
             if broken:

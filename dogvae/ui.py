@@ -142,6 +142,24 @@ def slider_basis(run: LoadedRun) -> latent.SliderBasis:
     )
 
 
+@st.cache_resource(max_entries=8)
+def _latent_stats(path: str, modified: float, latent_dim: int) -> dict | None:
+    from dogvae.runs import read_latent_stats
+
+    stats = read_latent_stats(path)
+    if stats is None or len(stats["mean"]) != latent_dim:
+        return None  # none recorded, or another model's copied in by hand
+    return stats
+
+
+def latent_stats(run: LoadedRun) -> dict | None:
+    """The run's statistics of its training set's latent means, or None; cached per run folder."""
+    path = run.info.path
+    return _latent_stats(
+        str(path), (path / "config.json").stat().st_mtime, run.info.model_config.latent_dim
+    )
+
+
 def default_run_path() -> Path | None:
     """The run a new session starts with: DOGVAE_DEFAULT_RUN, else the bundled model."""
     value = os.environ.get("DOGVAE_DEFAULT_RUN")

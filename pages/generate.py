@@ -163,21 +163,53 @@ def latent_map_png(_decoder, path: str, modified: float) -> bytes:
     return latent.png_bytes(latent.image_grid(decode(_decoder, points), cols=MAP_SIZE))
 
 
+SAMPLERS = {
+    "data": "like the training dogs",
+    "prior": "from the prior N(0, I)",
+}
+
+
 @st.fragment
 def sampled_dogs() -> None:
     st.header("Sampled dogs")
     st.session_state.setdefault(SEED_KEY, 0)
+    stats = ui.latent_stats(run)
     count_column, seed_column, button_column = st.columns([3, 2, 1], vertical_alignment="bottom")
     count = count_column.slider("Count", 4, 64, 16, key="generate-count", persist_state="session")
     seed = seed_column.number_input("Seed", min_value=0, key=SEED_KEY, persist_state="session")
     button_column.button("Resample", on_click=new_seed, help="Draw with a new random seed")
+    sampler_column, temperature_column = st.columns([3, 3], vertical_alignment="bottom")
+    sampler = sampler_column.radio(
+        "Draw the latent points",
+        list(SAMPLERS) if stats is not None else ["prior"],
+        format_func=SAMPLERS.get,
+        horizontal=True,
+        key=f"generate-{run.info.name}-sampler",
+        help="Like the training dogs: from a Gaussian with the mean and covariance of the "
+        "training set's latent codes, where the decoder has seen real dogs. The prior is what "
+        "the VAE was trained towards (and what the original script sampled).",
+    )
+    temperature = temperature_column.slider(
+        "Temperature",
+        0.0,
+        latent.MAX_TEMPERATURE,
+        1.0,
+        step=0.05,
+        key="generate-temperature",
+        persist_state="session",
+        help="The spread of the draws: lower gives plainer, more typical dogs.",
+    )
 
-    images = decode(run.decoder, latent.sample_latents(count, latent_dim, seed))
+    if sampler == "data":
+        z = latent.sample_like_data(count, stats, seed, temperature)
+    else:
+        z = latent.sample_latents(count, latent_dim, seed, temperature)
+    images = decode(run.decoder, z)
     grid = ui.show_images(images, scale=2)
     st.download_button(
         "Download PNG",
         latent.png_bytes(grid),
-        file_name=f"{run.info.name}-samples-seed{seed}.png",
+        file_name=f"{run.info.name}-samples-{sampler}-seed{seed}.png",
         mime="image/png",
         on_click="ignore",
         key="generate-grid-download",

@@ -228,12 +228,42 @@ def test_grid_shows_count_samples_and_downloads_them(tiny_run, media):
 
     download = at.download_button(key="generate-grid-download")
     data, file_name = media[download.proto.url]
-    assert file_name == "tiny-samples-seed0.png"
+    assert file_name == "tiny-samples-data-seed0.png"
     assert Image.open(io.BytesIO(data)).size == (side, side)
 
     run(at.slider(key="generate-count").set_value(4))
     side = 2 * SIDE + 3 * 2
     assert pixels(media, image_urls(at)[0]).shape[:2] == (2 * side, 2 * side)
+
+
+def test_samples_are_drawn_like_the_training_dogs_or_from_the_prior(tiny_run, models, media):
+    from dogvae.model import decode
+
+    at = generate_page()
+    sampler = at.radio(key="generate-tiny-sampler")
+    assert sampler.value == "data" and sampler.options == [
+        "like the training dogs",
+        "from the prior N(0, I)",
+    ]
+    decoder = models["tiny"][1]
+
+    def shows(z) -> bool:
+        """Whether the page's grid (enlarged twice) is exactly these points, decoded."""
+        expected = latent.image_grid(decode(decoder, z))[..., 0]
+        return np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected)
+
+    assert shows(latent.sample_like_data(16, latent_stats(2), 0))
+    run(at.slider(key="generate-temperature").set_value(0.5))
+    assert shows(latent.sample_like_data(16, latent_stats(2), 0, temperature=0.5))
+    run(at.radio(key="generate-tiny-sampler").set_value("prior"))
+    assert shows(latent.sample_latents(16, 2, 0, temperature=0.5))
+    _, file_name = media[at.download_button(key="generate-grid-download").proto.url]
+    assert file_name == "tiny-samples-prior-seed0.png"
+
+
+def test_without_latent_statistics_samples_come_from_the_prior(wide_run):
+    at = generate_page()
+    assert at.radio(key="generate-wide-sampler").options == ["from the prior N(0, I)"]
 
 
 def test_seed_and_resample_change_the_grid_only(tiny_run):
@@ -410,7 +440,8 @@ def test_memorisation_check_pairs_samples_with_their_nearest_training_images(
     # A training set holding an exact copy of the first sample, among noise.
     from dogvae.model import decode
 
-    first = latent.to_uint8(decode(models["tiny"][1], latent.sample_latents(16, 2, 0))[:1])
+    drawn = latent.sample_like_data(16, latent_stats(2), 0)  # the page's default draw
+    first = latent.to_uint8(decode(models["tiny"][1], drawn)[:1])
     noise = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
     at.session_state["dataset"] = make_dataset(np.concatenate([noise, first]))
     run(at)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,6 +132,32 @@ def test_generate_writes_a_grid(trained_run, tmp_path, capsys):
     again = tmp_path / "again.png"
     main(["generate", str(run_dir), "--out", str(again), "--n", "9", "--seed", "3"])
     assert out.read_bytes() == again.read_bytes()  # same seed, same dogs
+
+
+def test_generate_samples_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    grids = {}
+    for sampler in ("auto", "data", "prior"):
+        out = tmp_path / f"{sampler}.png"
+        args = ["generate", str(run_dir), "--out", str(out), "--sampler", sampler, "--n", "4"]
+        assert main([*args, "--temperature", "0.8"]) == 0
+        grids[sampler] = out.read_bytes()
+        said = capsys.readouterr().out
+        expected = "the prior N(0, I)" if sampler == "prior" else "latent distribution"
+        assert expected in said and "temperature 0.8" in said
+    assert grids["auto"] == grids["data"] != grids["prior"]
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "latent_stats.npz").unlink()
+    assert main(["generate", str(bare), "--out", str(tmp_path / "b.png"), "--n", "4"]) == 0
+    assert "the prior N(0, I)" in capsys.readouterr().out  # auto falls back
+    args = ["generate", str(bare), "--out", str(tmp_path / "c.png"), "--sampler", "data"]
+    assert main(args) == 2
+    assert "--sampler prior" in capsys.readouterr().err
+    args = ["generate", str(run_dir), "--out", str(tmp_path / "d.png"), "--temperature", "9"]
+    assert main(args) == 2
+    assert "temperature must be from 0 to 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])

@@ -22,6 +22,7 @@ from dogvae.latent import (
     pca_directions,
     png_bytes,
     sample_latents,
+    sample_like_data,
     save_image,
     slerp,
     to_uint8,
@@ -72,6 +73,40 @@ def test_sample_latents_looks_standard_normal():
 def test_sample_latents_rejects_bad_arguments(n, latent_dim, seed):
     with pytest.raises(ValueError, match="must be"):
         sample_latents(n, latent_dim, seed=seed)
+
+
+def test_temperature_scales_the_same_draws():
+    base = sample_latents(6, 8, seed=3)
+    np.testing.assert_allclose(sample_latents(6, 8, seed=3, temperature=0.5), base * 0.5)
+    assert not sample_latents(4, 8, seed=3, temperature=0.0).any()
+    for bad in (-0.1, 2.5, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="temperature"):
+            sample_latents(2, 8, seed=0, temperature=bad)
+
+
+def test_sampling_like_the_data_matches_its_mean_and_covariance():
+    # Correlated, shifted "latent means" in 3-D whose spread is far from N(0, I).
+    rng = np.random.default_rng(0)
+    mixing = np.array([[2.0, 0.0, 0.0], [1.0, 0.3, 0.0], [0.0, 0.0, 0.05]])
+    z_means = rng.standard_normal((4000, 3)) @ mixing + np.array([1.0, -2.0, 0.5])
+    stats = latent.latent_statistics(z_means)
+    samples = sample_like_data(20_000, stats, seed=1)
+    assert samples.shape == (20_000, 3) and samples.dtype == np.float32
+    np.testing.assert_allclose(samples.mean(axis=0), z_means.mean(axis=0), atol=0.05)
+    np.testing.assert_allclose(np.cov(samples.T), np.cov(z_means.T), atol=0.08)
+    np.testing.assert_array_equal(samples[:5], sample_like_data(5, stats, seed=1))
+    colder = sample_like_data(20_000, stats, seed=1, temperature=0.5)
+    np.testing.assert_allclose(colder - stats["mean"], (samples - stats["mean"]) * 0.5, atol=1e-5)
+
+
+def test_sampling_like_the_data_refuses_missing_or_broken_statistics():
+    stats = latent.latent_statistics(np.random.default_rng(0).standard_normal((50, 4)))
+    with pytest.raises(ValueError, match="latent statistics"):
+        sample_like_data(3, None)
+    with pytest.raises(ValueError, match="do not fit"):
+        sample_like_data(3, {**stats, "mean": stats["mean"][:2]})
+    with pytest.raises(ValueError, match="NaN"):
+        sample_like_data(3, {**stats, "variance": np.full(4, np.nan)})
 
 
 # ---------------------------------------------------------------------------

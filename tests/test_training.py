@@ -1,3 +1,4 @@
+import itertools
 import math
 import threading
 from pathlib import Path
@@ -11,6 +12,7 @@ from dogvae.training import (
     TrainingSlots,
     kl_weight_for_epoch,
     latent_diagnostics,
+    learning_rate_at,
     train_vae,
 )
 
@@ -89,6 +91,30 @@ def test_kl_warmup_schedule():
     config = TrainConfig(kl_weight=1.0, kl_warmup_epochs=4)
     assert [kl_weight_for_epoch(config, e) for e in range(6)] == [0, 0.25, 0.5, 0.75, 1, 1]
     assert kl_weight_for_epoch(TrainConfig(), 0) == 1.0
+
+
+def test_cosine_schedule_falls_from_the_rate_to_one_percent():
+    config = TrainConfig(learning_rate=1e-3, lr_schedule="cosine")
+    rates = [learning_rate_at(config, p) for p in np.linspace(0, 1, 11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert rates[5] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert learning_rate_at(config, 3.0) == pytest.approx(1e-5)  # past the end: stays at the floor
+    assert learning_rate_at(TrainConfig(learning_rate=2e-3), 0.9) == 2e-3  # constant
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step").validate()
+
+
+def test_training_follows_the_cosine_schedule_and_records_the_rate():
+    config = TrainConfig(epochs=4, batch_size=16, learning_rate=2e-3, lr_schedule="cosine")
+    result = train_vae(blobs(64), None, TINY, config)
+    rates = [row["learning_rate"] for row in result.history]
+    # Recorded at each epoch's last batch: 4 batches an epoch, so batch 4 of 16 is 3/16 of the way.
+    expected = [learning_rate_at(config, (4 * epoch + 3) / 16) for epoch in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-6)
+    assert rates[-1] < rates[0] / 10
+    constant = train_vae(blobs(64), None, TINY, TrainConfig(epochs=2, batch_size=16))
+    assert [row["learning_rate"] for row in constant.history] == [1e-3, 1e-3]
 
 
 def test_latent_diagnostics_counts_active_units():
