@@ -20,6 +20,7 @@ MAX_BATCH_SIZE = 4_096
 MAX_LATENT_DIM = 512
 IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
 LR_SCHEDULES = ("constant", "cosine")
+ACTIVATIONS = ("relu", "silu")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,10 @@ class ModelConfig:
     """Everything needed to rebuild the encoder and decoder.
 
     The encoder is ``len(conv_filters)`` stride-2 convolutions, a dense layer of
-    ``dense_units`` and two dense heads (z_mean, z_log_var); the decoder mirrors
-    it with transposed convolutions and a sigmoid output. The defaults are the
-    original "seed" design.
+    ``dense_units`` and two dense heads (z_mean, z_log_var); the decoder is a
+    dense layer, as many stride-2 transposed convolutions (the encoder's
+    filters reversed unless ``decoder_filters`` says otherwise) and a sigmoid
+    output. The defaults are the original "seed" design.
 
     Attributes:
         image_size: Side of the square input/output images.
@@ -69,6 +71,12 @@ class ModelConfig:
             read the flattened convolutions directly).
         batch_norm: Batch normalisation after every convolution.
         logvar_clamp: Clamp z_log_var to [-clamp, clamp] (None: no clamp).
+        decoder_filters: Filters of the decoder's transposed convolutions, in order;
+            the first feature map (reshaped from the decoder's dense layer) has as
+            many channels as the first. None: the encoder's, reversed (a mirror).
+        activation: Of every hidden layer: "relu" (the original), or "silu"
+            (x * sigmoid(x): smooth, and it lets small negative values through,
+            which trained deeper models to a lower loss here).
     """
 
     image_size: int = 64
@@ -78,6 +86,15 @@ class ModelConfig:
     dense_units: int = 16
     batch_norm: bool = False
     logvar_clamp: float | None = None
+    decoder_filters: tuple[int, ...] | None = None
+    activation: str = "relu"
+
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        """The decoder's transposed-convolution filters (``decoder_filters`` or the mirror)."""
+        if self.decoder_filters is not None:
+            return tuple(self.decoder_filters)
+        return tuple(reversed(self.conv_filters))
 
     def validate(self) -> ModelConfig:
         _check_image(self.image_size, self.channels)
@@ -90,6 +107,15 @@ class ModelConfig:
         ):
             raise ValueError(
                 f"conv_filters must list 1 to 1024 filters per layer, got {self.conv_filters!r}"
+            )
+        if self.decoder_filters is not None and (
+            len(self.decoder_filters) != len(self.conv_filters)
+            or not all(_is_int(f) and 1 <= f <= 1024 for f in self.decoder_filters)
+        ):
+            raise ValueError(
+                f"decoder_filters must list 1 to 1024 filters for each of the "
+                f"{len(self.conv_filters)} encoder convolutions (the decoder undoes each "
+                f"halving), got {self.decoder_filters!r}"
             )
         if self.image_size % (2 ** len(self.conv_filters)):
             raise ValueError(
@@ -104,6 +130,10 @@ class ModelConfig:
             _is_number(self.logvar_clamp) and 0 < self.logvar_clamp <= 100
         ):
             raise ValueError(f"logvar_clamp must be in (0, 100] or None, got {self.logvar_clamp!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
         return self
 
 

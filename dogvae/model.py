@@ -63,10 +63,10 @@ def build_encoder(config: ModelConfig) -> keras.Model:
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
     x = inputs
     for index, filters in enumerate(config.conv_filters, start=1):
-        x = _conv_block(layers.Conv2D, filters, config.batch_norm, f"conv_{index}")(x)
+        x = _conv_block(layers.Conv2D, filters, config, f"conv_{index}")(x)
     x = layers.Flatten(name="flatten")(x)
     if config.dense_units:
-        x = layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+        x = layers.Dense(config.dense_units, activation=config.activation, name="dense")(x)
     z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
     z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
     if config.logvar_clamp is not None:
@@ -79,22 +79,23 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     """Latent vector (latent_dim,) -> image (H, W, C) in [0, 1]."""
     config.validate()
     side = config.image_size // 2 ** len(config.conv_filters)
-    deepest = config.conv_filters[-1]
+    widths = config.decoder_widths
     inputs = keras.Input((config.latent_dim,), name="z")
-    x = layers.Dense(side * side * deepest, activation="relu", name="dense")(inputs)
-    x = layers.Reshape((side, side, deepest), name="reshape")(x)
-    for index, filters in enumerate(reversed(config.conv_filters), start=1):
-        x = _conv_block(layers.Conv2DTranspose, filters, config.batch_norm, f"deconv_{index}")(x)
+    x = layers.Dense(side * side * widths[0], activation=config.activation, name="dense")(inputs)
+    x = layers.Reshape((side, side, widths[0]), name="reshape")(x)
+    for index, filters in enumerate(widths, start=1):
+        x = _conv_block(layers.Conv2DTranspose, filters, config, f"deconv_{index}")(x)
     outputs = layers.Conv2D(config.channels, 3, padding="same", activation="sigmoid", name="image")(
         x
     )
     return keras.Model(inputs, outputs, name="decoder")
 
 
-def _conv_block(layer_class, filters: int, batch_norm: bool, name: str):
-    """A stride-2 (transposed) convolution with ReLU, optionally batch-normalised before it."""
-    if not batch_norm:
-        return layer_class(filters, 3, strides=2, padding="same", activation="relu", name=name)
+def _conv_block(layer_class, filters: int, config: ModelConfig, name: str):
+    """A stride-2 (transposed) convolution and the activation, optionally batch-normalised."""
+    activation = config.activation
+    if not config.batch_norm:
+        return layer_class(filters, 3, strides=2, padding="same", activation=activation, name=name)
 
     def block(x):
         x = layer_class(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
@@ -102,7 +103,7 @@ def _conv_block(layer_class, filters: int, batch_norm: bool, name: str):
         # then settle within tens of steps, so short trainings (a few epochs of a
         # small dataset) are not judged with half-initialised statistics.
         x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-        return layers.Activation("relu", name=f"{name}_relu")(x)
+        return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
     return block
 

@@ -14,20 +14,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_dogs
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
-SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py")
+SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py", "capacity.py")
 
 
-def bench(script: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+def bench(
+    script: str, *args: str, cache: Path | None = None, wait_option: bool = True
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if cache is not None:
         env["DOGVAE_CACHE_DIR"] = str(cache)
+    no_wait = ("--no-wait",) if wait_option else ()
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *args, "--no-wait"],
+        [sys.executable, str(REPO / "bench" / script), *args, *no_wait],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -61,7 +65,7 @@ def settled_csv(folder: Path, count: int) -> Path:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script):
-    out = bench(script, "--help")
+    out = bench(script, "--help", wait_option=script != "gap.py")
     assert out.returncode == 0, out.stderr
     assert "JSON" in out.stdout
 
@@ -144,3 +148,69 @@ def test_latency_bench_in_a_real_browser():
     assert set(result["first_page_ms"]) == {"home (Data)", "generate", "one_line_streamlit"}
     assert all(len(times) == 1 and times[0] > 0 for times in result["first_page_ms"].values())
     assert result["first_page_vs_one_line"]["one_line_streamlit"] == 1.0
+
+
+@pytest.mark.slow
+def test_capacity_probe_reproduces_the_quality_preset_and_checks_its_widths(tmp_path):
+    from dogvae.config import get_preset
+    from dogvae.model import build_vae
+
+    csv_path = settled_csv(tmp_path, 24)
+    result = json_output(
+        bench("capacity.py", str(csv_path), "--epochs", "2", "--threads", "1", cache=tmp_path)
+    )
+    quality = build_vae(get_preset("quality").model)
+    assert result["parameters"] == {
+        "encoder": quality.encoder.count_params(),
+        "decoder": quality.decoder.count_params(),
+        "total": quality.encoder.count_params() + quality.decoder.count_params(),
+    }
+    assert result["status"] == "finished" and [e["epoch"] for e in result["epochs"]] == [1, 2]
+    assert all(e["val_loss"] > 0 and e["seconds"] > 0 for e in result["epochs"])
+    assert result["validation_images"] == 3 and result["train_images"] == 21
+
+    out = bench("capacity.py", str(csv_path), "--encoder", "8,8", "--decoder", "8:8,8,8")
+    assert out.returncode == 2 and "as many convolutions" in out.stderr
+
+
+@pytest.mark.slow
+def test_gap_bench_finds_the_gap_of_an_encoder_that_misses(tmp_path):
+    """An encoder whose means all sit at (3, -3) wastes 9 nats of KL per image: the
+    optimised posteriors must win most of them back."""
+    from dogvae import runs
+    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.model import build_vae
+
+    csv_path = settled_csv(tmp_path, 24)
+    vae = build_vae(ModelConfig())
+    z_mean = vae.encoder.get_layer("z_mean")
+    kernel, _ = z_mean.get_weights()
+    z_mean.set_weights([np.zeros_like(kernel), np.array([3.0, -3.0], np.float32)])
+    runs.save_run(
+        tmp_path / "run",
+        vae.encoder,
+        vae.decoder,
+        model_config=ModelConfig(),
+        train_config=TrainConfig(epochs=1),
+        data_config=DataConfig(),
+        data={"source": str(csv_path), "readable": 24, "unreadable": []},
+        history=[],
+    )
+    args = (
+        str(tmp_path / "run"),
+        str(csv_path),
+        "--split",
+        "all",
+        "--steps",
+        "40",
+        "--learning-rate",
+        "0.1",
+    )
+    result = json_output(bench("gap.py", *args, cache=tmp_path / "cache", wait_option=False))
+    assert result["images"] == 24 and result["floor"] > 0
+    assert result["gap"] > 5
+    assert result["gap"] == pytest.approx(result["amortized_excess"] - result["optimized_excess"])
+    assert [point["step"] for point in result["trace"]] == [10, 20, 30, 40]
+
+    out = bench("gap.py", str(tmp_path / "nowhere"), str(csv_path), wait_option=False)
+    assert out.returncode == 2 and "run folder not found" in out.stderr

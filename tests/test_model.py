@@ -43,6 +43,29 @@ def test_seed_layers_match_the_original_design():
     assert decoder.layers[-1].activation.__name__ == "sigmoid"
 
 
+def test_decoder_filters_and_activation_shape_the_decoder():
+    config = ModelConfig(
+        latent_dim=8,
+        conv_filters=(16, 8),
+        decoder_filters=(24, 12),
+        batch_norm=True,
+        activation="silu",
+    )
+    decoder = build_decoder(config)
+    assert decoder.get_layer("reshape").output.shape[1:] == (16, 16, 24)
+    assert [layer.filters for layer in decoder.layers if hasattr(layer, "filters")] == [24, 12, 1]
+    activations = {
+        layer.get_config()["activation"]
+        for model in (build_encoder(config), decoder)
+        for layer in model.layers[:-1]
+        if "activation" in layer.get_config() and layer.name != "z_mean"
+    }
+    assert activations <= {"silu", "linear"} and "silu" in activations
+    assert decoder.get_layer("dense").get_config()["activation"] == "silu"
+    # The mirror, when decoder_filters is not given: the seed's decoder, unchanged.
+    assert ModelConfig().decoder_widths == (64, 32)
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -54,6 +77,7 @@ def test_seed_layers_match_the_original_design():
             batch_norm=True,
             logvar_clamp=10.0,
         ),
+        ModelConfig(conv_filters=(16, 32), decoder_filters=(48, 8), activation="silu"),
     ],
 )
 def test_shapes_follow_the_config(config):

@@ -15,12 +15,22 @@ from dogvae.latent import latent_statistics
 from dogvae.model import build_decoder, build_encoder
 
 SEED = ModelConfig()
+# Every layer kind the presets use: batch norm, SiLU, a decoder wider than the mirror, the clamp.
+SILU = ModelConfig(
+    latent_dim=2,
+    conv_filters=(8, 16),
+    dense_units=0,
+    decoder_filters=(24, 8),
+    batch_norm=True,
+    logvar_clamp=10.0,
+    activation="silu",
+)
 STATS = latent_statistics(np.random.default_rng(0).normal(size=(50, 2)))
 
 
-def save(path, encoder=None, decoder=None, **kw):
-    encoder = encoder or build_encoder(SEED)
-    decoder = decoder or build_decoder(SEED)
+def save(path, encoder=None, decoder=None, model_config=SEED, **kw):
+    encoder = encoder or build_encoder(model_config)
+    decoder = decoder or build_decoder(model_config)
     history = [
         {
             "epoch": 1,
@@ -41,7 +51,7 @@ def save(path, encoder=None, decoder=None, **kw):
         path,
         encoder,
         decoder,
-        model_config=SEED,
+        model_config=model_config,
         train_config=TrainConfig(epochs=1),
         data_config=DataConfig(),
         data={"source": "x.csv", "readable": 3, "unreadable": [{}]},
@@ -52,9 +62,10 @@ def save(path, encoder=None, decoder=None, **kw):
     )
 
 
-def test_save_load_round_trip_gives_identical_outputs(tmp_path):
-    encoder, decoder = build_encoder(SEED), build_decoder(SEED)
-    run_dir = save(tmp_path / "run", encoder, decoder)
+@pytest.mark.parametrize("config", [SEED, SILU], ids=["seed", "silu-batchnorm"])
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, config):
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    run_dir = save(tmp_path / "run", encoder, decoder, model_config=config)
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(runs.RUN_FILES)
     loaded = runs.load_run(run_dir)
     images = np.random.default_rng(0).random((4, 64, 64, 1)).astype("float32")
@@ -62,14 +73,20 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(loaded.decoder(z), decoder(z))
     np.testing.assert_array_equal(loaded.encoder(images)[0], encoder(images)[0])
     np.testing.assert_array_equal(loaded.encoder(images)[1], encoder(images)[1])
-    assert loaded.info.model_config == SEED
-    assert loaded.info.config["parameters"] == {"encoder": 281_044, "decoder": 104_833}
+    assert loaded.info.model_config == config
+    assert loaded.info.config["parameters"] == {
+        "encoder": encoder.count_params(),
+        "decoder": decoder.count_params(),
+    }
+    if config == SEED:
+        assert loaded.info.config["parameters"] == {"encoder": 281_044, "decoder": 104_833}
     assert loaded.info.config["data"]["unreadable_count"] == 1
 
 
-def test_h5_files_load_like_the_originals(tmp_path):
-    encoder, decoder = build_encoder(SEED), build_decoder(SEED)
-    run_dir = save(tmp_path / "run", encoder, decoder)
+@pytest.mark.parametrize("config", [SEED, SILU], ids=["seed", "silu-batchnorm"])
+def test_h5_files_load_like_the_originals(tmp_path, config):
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    run_dir = save(tmp_path / "run", encoder, decoder, model_config=config)
     decoder_h5 = keras.models.load_model(run_dir / "decoder.h5", compile=False)
     encoder_h5 = keras.models.load_model(run_dir / "encoder.h5", compile=False)
     assert decoder_h5.input_shape == (None, 2) and decoder_h5.output_shape == (None, 64, 64, 1)
