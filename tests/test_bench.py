@@ -20,7 +20,7 @@ from conftest import write_dogs
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
-SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py", "capacity.py")
+SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py")
 
 
 def bench(
@@ -148,29 +148,6 @@ def test_latency_bench_in_a_real_browser():
     assert set(result["first_page_ms"]) == {"home (Data)", "generate", "one_line_streamlit"}
     assert all(len(times) == 1 and times[0] > 0 for times in result["first_page_ms"].values())
     assert result["first_page_vs_one_line"]["one_line_streamlit"] == 1.0
-
-
-@pytest.mark.slow
-def test_capacity_probe_reproduces_the_quality_preset_and_checks_its_widths(tmp_path):
-    from dogvae.config import get_preset
-    from dogvae.model import build_vae
-
-    csv_path = settled_csv(tmp_path, 24)
-    result = json_output(
-        bench("capacity.py", str(csv_path), "--epochs", "2", "--threads", "1", cache=tmp_path)
-    )
-    quality = build_vae(get_preset("quality").model)
-    assert result["parameters"] == {
-        "encoder": quality.encoder.count_params(),
-        "decoder": quality.decoder.count_params(),
-        "total": quality.encoder.count_params() + quality.decoder.count_params(),
-    }
-    assert result["status"] == "finished" and [e["epoch"] for e in result["epochs"]] == [1, 2]
-    assert all(e["val_loss"] > 0 and e["seconds"] > 0 for e in result["epochs"])
-    assert result["validation_images"] == 3 and result["train_images"] == 21
-
-    out = bench("capacity.py", str(csv_path), "--encoder", "8,8", "--decoder", "8:8,8,8")
-    assert out.returncode == 2 and "as many convolutions" in out.stderr
 
 
 @pytest.mark.slow
