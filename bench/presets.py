@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = ("seed", "seed-wide", "quality", "quality-rgb")
+PRESETS = ("seed", "seed-wide", "quality", "quality-wide", "quality-rgb")
 
 
 def dogvae(*args: str) -> str:

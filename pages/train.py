@@ -11,7 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from dogvae import ui
-from dogvae.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LATENT_DIM, PRESETS, DataConfig
+from dogvae.config import (
+    LR_SCHEDULES,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LATENT_DIM,
+    PRESETS,
+    DataConfig,
+)
 from dogvae.training import TrainingJob
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -28,15 +35,19 @@ ui.sidebar()
 st.title("Train")
 
 
-def start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, run_name):
+def start(dataset, preset_name, settings: dict, run_name: str):
     """Validate the form and start a background TrainingJob, or say what is wrong."""
     preset = PRESETS[preset_name]
-    model_config = replace(preset.model, latent_dim=int(latent_dim))
+    model_config = replace(preset.model, latent_dim=int(settings["latent_dim"]))
+    budget = float(settings["budget_minutes"])
     train_config = replace(
         preset.train,
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        learning_rate=float(learning_rate),
+        epochs=int(settings["epochs"]),
+        batch_size=int(settings["batch_size"]),
+        learning_rate=float(settings["learning_rate"]),
+        lr_schedule=settings["lr_schedule"],
+        kl_warmup_epochs=int(settings["kl_warmup_epochs"]),
+        budget_minutes=budget if budget > 0 else None,
     )
     model_config.validate()
     train_config.validate()
@@ -213,17 +224,18 @@ preset_name = st.selectbox(
 )
 preset = PRESETS[preset_name]
 with st.form("settings"):
+    settings = {}
     epochs_column, batch_column, latent_column, rate_column = st.columns(4)
-    epochs = epochs_column.number_input(
+    settings["epochs"] = epochs_column.number_input(
         "Epochs", min_value=1, max_value=MAX_EPOCHS, value=preset.train.epochs
     )
-    batch_size = batch_column.number_input(
+    settings["batch_size"] = batch_column.number_input(
         "Batch size", min_value=1, max_value=MAX_BATCH_SIZE, value=preset.train.batch_size
     )
-    latent_dim = latent_column.number_input(
+    settings["latent_dim"] = latent_column.number_input(
         "Latent size", min_value=1, max_value=MAX_LATENT_DIM, value=preset.model.latent_dim
     )
-    learning_rate = rate_column.number_input(
+    settings["learning_rate"] = rate_column.number_input(
         "Learning rate",
         min_value=1e-6,
         max_value=1.0,
@@ -231,13 +243,37 @@ with st.form("settings"):
         format="%.5f",
         step=1e-4,
     )
+    schedule_column, warmup_column, budget_column = st.columns([2, 1, 1])
+    settings["lr_schedule"] = schedule_column.selectbox(
+        "Learning-rate schedule",
+        LR_SCHEDULES,
+        index=LR_SCHEDULES.index(preset.train.lr_schedule),
+        help="Cosine falls to 1% of the rate by the last epoch or the time budget, "
+        "whichever comes first.",
+    )
+    settings["kl_warmup_epochs"] = warmup_column.number_input(
+        "KL warm-up epochs",
+        min_value=0,
+        max_value=MAX_EPOCHS,
+        value=preset.train.kl_warmup_epochs,
+        help="The KL term's weight rises from 0 to 1 over these epochs, against early "
+        "posterior collapse.",
+    )
+    settings["budget_minutes"] = budget_column.number_input(
+        "Time budget (minutes)",
+        min_value=0.0,
+        max_value=7 * 24 * 60.0,
+        value=0.0,
+        step=5.0,
+        help="Stop and save after this much training time; 0 for no limit.",
+    )
     st.session_state.setdefault("run_name", f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_name = st.text_input("Run name", key="run_name")
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
     try:
-        start(dataset, preset_name, epochs, batch_size, latent_dim, learning_rate, run_name.strip())
+        start(dataset, preset_name, settings, run_name.strip())
     except (ValueError, RuntimeError, OSError) as error:
         st.error(str(error))
     else:

@@ -1,5 +1,6 @@
 """The Train page in AppTest: the form, a real short training through TrainingJob, Stop."""
 
+import json
 import time
 
 import pytest
@@ -7,10 +8,18 @@ import pytest
 from tests.conftest import open_app
 
 
-def fill(app, *, epochs=1, batch_size=8, name="tiny-run"):
+def fill(app, *, epochs=1, batch_size=8, name="tiny-run", **more):
     number = {box.label: box for box in app.number_input}
     number["Epochs"].set_value(epochs)
     number["Batch size"].set_value(batch_size)
+    if "budget" in more:
+        number["Time budget (minutes)"].set_value(more["budget"])
+    if "warmup" in more:
+        number["KL warm-up epochs"].set_value(more["warmup"])
+    if "schedule" in more:
+        next(box for box in app.selectbox if box.label == "Learning-rate schedule").set_value(
+            more["schedule"]
+        )
     app.text_input(key="run_name").set_value(name)
     next(b for b in app.button if b.label == "Start training").click()
     app.run()
@@ -48,6 +57,35 @@ def test_a_short_training_ends_in_a_saved_active_run(train_app):
     assert [s.label for s in app.slider] == ["Samples after epoch"]
     shown = [md.value for md in app.markdown] + [w.value for w in app.warning]
     assert any("latent units active" in text for text in shown)
+
+
+def test_schedule_warm_up_and_time_budget_reach_the_training(train_app):
+    app, runs_dir = train_app
+    preset = next(box for box in app.selectbox if box.label == "Preset")
+    preset.set_value("quality").run()
+    schedule = next(box for box in app.selectbox if box.label == "Learning-rate schedule")
+    assert schedule.value == "cosine"  # the preset's own
+    fill(app, epochs=2, budget=0.5, warmup=1, schedule="constant", name="budgeted")
+    job = app.session_state["training_job"]
+    wait_for(job)
+    assert job.status == "finished", job.message
+    config = job.train_config
+    assert (config.budget_minutes, config.kl_warmup_epochs, config.lr_schedule) == (
+        0.5,
+        1,
+        "constant",
+    )
+    assert [row["kl_weight"] for row in job.epochs()] == [0.0, 1.0]
+    saved = json.loads((runs_dir / "budgeted" / "config.json").read_text())["train"]
+    assert saved["budget_minutes"] == 0.5 and saved["lr_schedule"] == "constant"
+
+
+def test_a_zero_budget_means_no_limit(train_app):
+    app, _ = train_app
+    fill(app, epochs=1, name="unlimited")
+    job = app.session_state["training_job"]
+    wait_for(job)
+    assert job.train_config.budget_minutes is None
 
 
 def test_stop_ends_training_and_still_saves(train_app):
