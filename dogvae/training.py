@@ -589,6 +589,8 @@ class TrainingJob:
     preset: str = "custom"
     slots: TrainingSlots | None = None
     is_wanted: Callable[[], bool] | None = None  # False once nobody watches (tab closed)
+    initial_weights: tuple[list, list] | None = field(default=None, repr=False)  # fine-tune
+    init_from: dict[str, Any] | None = None  # what the initial weights came from (lineage)
     abandon_after: float = 30.0  # seconds unwanted before the job stops itself
     status: str = field(default="pending", init=False)  # then running, finished, stopped,
     message: str = field(default="", init=False)  # diverged or failed
@@ -697,6 +699,8 @@ class TrainingJob:
                 preset=self.preset,
                 on_event=self._record,
                 stop_event=self._stop,
+                initial_weights=self.initial_weights,
+                init_from=self.init_from,
             )
             self.status, self.message = result.status, result.message
             if self.abandoned:

@@ -35,6 +35,21 @@ ui.sidebar()
 st.title("Train")
 
 
+def start_weights(model_config) -> tuple[tuple[list, list], dict]:
+    """The default model's weights and lineage, to fine-tune instead of starting afresh."""
+    from dogvae.runs import lineage
+
+    path = ui.default_run_path()
+    default = ui.load_run(path)
+    if default.info.model_config != model_config:
+        raise ValueError(
+            "The pretrained default model can only be a starting point for its own "
+            f"architecture: preset {default.info.config.get('preset')!r} with latent size "
+            f"{default.info.model_config.latent_dim}. Choose those, or start from scratch."
+        )
+    return (default.encoder.get_weights(), default.decoder.get_weights()), lineage(default.info)
+
+
 def start(dataset, preset_name, settings: dict, run_name: str):
     """Validate the form and start a background TrainingJob, or say what is wrong."""
     preset = PRESETS[preset_name]
@@ -69,6 +84,11 @@ def start(dataset, preset_name, settings: dict, run_name: str):
     out_dir = ui.runs_dir() / run_name
     if out_dir.exists():
         raise ValueError(f"A run named {run_name!r} already exists; choose another name.")
+    initial_weights = init_from = None
+    if settings.get("from_default"):
+        initial_weights, init_from = start_weights(model_config)
+        # A trained model needs no warm-up: a KL weight of 0 would only undo its prior.
+        train_config = replace(train_config, kl_warmup_epochs=0)
     job = TrainingJob(
         dataset=dataset,
         model_config=model_config,
@@ -78,6 +98,8 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         preset=preset_name,
         slots=ui.training_slots(ui.max_trainings()),
         is_wanted=ui.session_is_open(),
+        initial_weights=initial_weights,
+        init_from=init_from,
     )
     st.session_state[ui.JOB] = job.start()
     st.session_state.pop("job_announced", None)
@@ -161,6 +183,21 @@ def collapse_signal(row: dict, latent_dim: int) -> None:
         st.write(f"{text} (a unit is active when its mean varies across images).")
     kl = pd.DataFrame({"dimension": range(1, latent_dim + 1), "kl": row["kl_per_dim"]})
     st.bar_chart(kl, x="dimension", y="kl", height=180, x_label="latent dimension", y_label="KL")
+
+
+def default_fits(preset) -> bool:
+    """Whether the default model has this preset's architecture (its weights would fit)."""
+    from dogvae.runs import read_run_info
+
+    path = ui.default_run_path()
+    if path is None:
+        return False
+    try:
+        info = read_run_info(path)
+    except (ValueError, FileNotFoundError):
+        return False
+    default = info.model_config
+    return replace(default, latent_dim=preset.model.latent_dim) == preset.model
 
 
 job = ui.training_job()
@@ -267,6 +304,13 @@ with st.form("settings"):
         step=5.0,
         help="Stop and save after this much training time; 0 for no limit.",
     )
+    if default_fits(preset):
+        settings["from_default"] = st.checkbox(
+            "Start from the pretrained default model",
+            help="Fine-tune its weights on this dataset instead of starting from random ones: "
+            "recognisable dogs after a few epochs even on a small dataset. The KL warm-up is "
+            "skipped, since the model is already trained.",
+        )
     st.session_state.setdefault("run_name", f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_name = st.text_input("Run name", key="run_name")
     submitted = st.form_submit_button("Start training", type="primary")

@@ -3,6 +3,7 @@
 import json
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import open_app
@@ -139,3 +140,58 @@ def test_the_server_wide_limit_gives_a_clear_message(train_app, monkeypatch):
         assert any("already running on this server" in error.value for error in app.error)
     finally:
         slots.release()
+
+
+@pytest.fixture
+def seed_default_run(tmp_path, monkeypatch):
+    """A saved (untrained) seed-preset run set as the default model, and its weights."""
+    from dogvae import runs
+    from dogvae.config import PRESETS, DataConfig, TrainConfig
+    from dogvae.model import build_decoder, build_encoder
+
+    config = PRESETS["seed"].model
+    encoder, decoder = build_encoder(config), build_decoder(config)
+    path = runs.save_run(
+        tmp_path / "default",
+        encoder,
+        decoder,
+        model_config=config,
+        train_config=TrainConfig(epochs=1),
+        data_config=DataConfig(),
+        data={"source": "test", "readable": 1},
+        history=[],
+        preset="seed",
+    )
+    monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(path))
+    return path, encoder.get_weights() + decoder.get_weights()
+
+
+def test_training_can_start_from_the_default_model(seed_default_run, train_app):
+    default, weights = seed_default_run
+    app, runs_dir = train_app
+    app.checkbox[0].check()
+    assert app.checkbox[0].label == "Start from the pretrained default model"
+    fill(app, epochs=1, name="fine-tuned")
+    job = app.session_state["training_job"]
+    wait_for(job)
+    assert job.status == "finished", job.message
+    started_from = job.initial_weights[0] + job.initial_weights[1]
+    assert all(np.array_equal(a, b) for a, b in zip(started_from, weights, strict=True))
+    assert job.train_config.kl_warmup_epochs == 0
+    saved = json.loads((runs_dir / "fine-tuned" / "config.json").read_text())
+    assert saved["init_from"]["run"] == str(default)
+
+
+def test_the_default_model_is_offered_only_for_its_own_architecture(seed_default_run, train_app):
+    app, _ = train_app
+    assert [box.label for box in app.checkbox] == ["Start from the pretrained default model"]
+    next(box for box in app.selectbox if box.label == "Preset").set_value("quality").run()
+    assert not app.checkbox  # other layers: its weights would not fit
+
+    next(box for box in app.selectbox if box.label == "Preset").set_value("seed").run()
+    app.checkbox[0].check()
+    latent = next(box for box in app.number_input if box.label == "Latent size")
+    latent.set_value(8)
+    fill(app, epochs=1, name="other-latent")
+    assert any("only be a starting point" in error.value for error in app.error)
+    assert "training_job" not in app.session_state
