@@ -62,14 +62,10 @@ def main(argv=None) -> int:
 
     info = read_run_info(args.run)
     dataset = load_dataset(args.data, replace(info.data_config, limit=args.limit))
-    dataset.require_images()
-    images = {
-        "all": dataset.images,
-        "train": dataset.train_images,
-        "validation": dataset.validation_images,
-    }[args.split]
-    if len(images) == 0:
-        raise SystemExit(f"gap.py: the {args.split} split of {args.data} has no readable image")
+    try:
+        images = dataset.require_images().split_images(args.split)
+    except ValueError as error:
+        raise SystemExit(f"gap.py: {error}") from None
     keras.utils.set_random_seed(args.seed)
     run = load_run(args.run)
     x = tf.constant(np.asarray(to_float_images(np.asarray(images))))

@@ -391,14 +391,7 @@ def _evaluate(args) -> int:
 
     info = read_run_info(args.run)
     data_config = replace(info.data_config, limit=args.limit)
-    dataset = _load(args, data_config).require_images()
-    images = {
-        "all": dataset.images,
-        "train": dataset.train_images,
-        "validation": dataset.validation_images,
-    }[args.split]
-    if len(images) == 0:
-        raise ValueError(f"the {args.split} split of {args.data} has no readable image")
+    images = _load(args, data_config).require_images().split_images(args.split)
     import keras
 
     keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer

@@ -191,6 +191,19 @@ class Dataset:
         """The images of the validation split (a copy; see ``validation_indices``)."""
         return self.images[self.validation_indices]
 
+    def split_images(self, split: str) -> np.ndarray:
+        """The images of ``split``: "all", "train" or "validation"; ValueError when it is empty."""
+        if split not in ("all", "train", "validation"):
+            raise ValueError(f"split must be all, train or validation, got {split!r}")
+        images = {
+            "all": lambda: self.images,
+            "train": lambda: self.train_images,
+            "validation": lambda: self.validation_images,
+        }[split]()
+        if len(images) == 0:
+            raise ValueError(f"the {split} split of {self.report.source} has no readable image")
+        return images
+
     def require_images(self) -> Dataset:
         """Return self, or raise ValueError when not a single image was readable."""
         if self.report.readable == 0:

@@ -245,6 +245,22 @@ def train_app(app_dirs: tuple[Path, Path]):
     return app, runs_dir
 
 
+def save_test_run(path: Path, encoder, decoder, model_config=None, **settings) -> Path:
+    """Save models as a run folder with small made-up settings; ``settings`` override them."""
+    from dogvae import runs
+    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+
+    defaults = {
+        "model_config": model_config or ModelConfig(),
+        "train_config": TrainConfig(epochs=1),
+        "data_config": DataConfig(),
+        "data": {"source": "test", "readable": 1},
+        "history": [],
+        "preset": "seed",
+    }
+    return runs.save_run(path, encoder, decoder, **{**defaults, **settings})
+
+
 def open_app(page: str | None = None):
     """The app in Streamlit's AppTest, run once, optionally switched to ``pages/<page>.py``."""
     from streamlit.testing.v1 import AppTest

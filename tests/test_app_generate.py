@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dog_like
+from conftest import dog_like, save_test_run
 from PIL import Image
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
@@ -76,21 +76,16 @@ def models() -> dict[str, tuple]:
 def saved_runs(tmp_path_factory, models) -> Path:
     """Untrained seed-preset runs, each in its folder: "tiny" (latent 2) and "pca" (latent 12),
     both with latent statistics."""
-    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.config import ModelConfig
 
     folder = tmp_path_factory.mktemp("saved")
     for name, (encoder, decoder) in models.items():
         config = ModelConfig(latent_dim=encoder.outputs[0].shape[-1])
-        runs.save_run(
+        save_test_run(
             folder / name / name,
             encoder,
             decoder,
-            model_config=config,
-            train_config=TrainConfig(epochs=1),
-            data_config=DataConfig(),
-            data={"source": "test", "readable": 1},
-            history=[],
-            preset="seed",
+            config,
             latent_stats=latent_stats(config.latent_dim),
         )
     return folder

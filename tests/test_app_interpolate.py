@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import save_test_run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dogvae import runs
 from dogvae.data import Dataset, DatasetReport
 
 APP = Path(__file__).parent.parent / "streamlit_app.py"
@@ -48,21 +48,11 @@ def vivid_decoder(config):
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory) -> Path:
     """An untrained seed-preset run called "tiny"."""
-    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.config import ModelConfig
     from dogvae.model import build_encoder
 
     folder = tmp_path_factory.mktemp("saved") / "tiny"
-    runs.save_run(
-        folder,
-        build_encoder(ModelConfig()),
-        vivid_decoder(ModelConfig()),
-        model_config=ModelConfig(),
-        train_config=TrainConfig(epochs=1),
-        data_config=DataConfig(),
-        data={"source": "test", "readable": 1},
-        history=[],
-        preset="seed",
-    )
+    save_test_run(folder, build_encoder(ModelConfig()), vivid_decoder(ModelConfig()))
     return folder
 
 

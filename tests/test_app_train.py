@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import open_app
+from tests.conftest import open_app, save_test_run
 
 
 def fill(app, *, epochs=1, batch_size=8, name="tiny-run", **more):
@@ -145,23 +145,12 @@ def test_the_server_wide_limit_gives_a_clear_message(train_app, monkeypatch):
 @pytest.fixture
 def seed_default_run(tmp_path, monkeypatch):
     """A saved (untrained) seed-preset run set as the default model, and its weights."""
-    from dogvae import runs
-    from dogvae.config import PRESETS, DataConfig, TrainConfig
+    from dogvae.config import PRESETS
     from dogvae.model import build_decoder, build_encoder
 
     config = PRESETS["seed"].model
     encoder, decoder = build_encoder(config), build_decoder(config)
-    path = runs.save_run(
-        tmp_path / "default",
-        encoder,
-        decoder,
-        model_config=config,
-        train_config=TrainConfig(epochs=1),
-        data_config=DataConfig(),
-        data={"source": "test", "readable": 1},
-        history=[],
-        preset="seed",
-    )
+    path = save_test_run(tmp_path / "default", encoder, decoder, config)
     monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(path))
     return path, encoder.get_weights() + decoder.get_weights()
 

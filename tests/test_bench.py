@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dogs
+from conftest import save_test_run, write_dogs
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
@@ -154,8 +154,7 @@ def test_latency_bench_in_a_real_browser():
 def test_gap_bench_finds_the_gap_of_an_encoder_that_misses(tmp_path):
     """An encoder whose means all sit at (3, -3) wastes 9 nats of KL per image: the
     optimised posteriors must win most of them back."""
-    from dogvae import runs
-    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.config import ModelConfig
     from dogvae.model import build_vae
 
     csv_path = settled_csv(tmp_path, 24)
@@ -163,16 +162,7 @@ def test_gap_bench_finds_the_gap_of_an_encoder_that_misses(tmp_path):
     z_mean = vae.encoder.get_layer("z_mean")
     kernel, _ = z_mean.get_weights()
     z_mean.set_weights([np.zeros_like(kernel), np.array([3.0, -3.0], np.float32)])
-    runs.save_run(
-        tmp_path / "run",
-        vae.encoder,
-        vae.decoder,
-        model_config=ModelConfig(),
-        train_config=TrainConfig(epochs=1),
-        data_config=DataConfig(),
-        data={"source": str(csv_path), "readable": 24, "unreadable": []},
-        history=[],
-    )
+    save_test_run(tmp_path / "run", vae.encoder, vae.decoder)
     args = (
         str(tmp_path / "run"),
         str(csv_path),

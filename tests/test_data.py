@@ -888,3 +888,15 @@ def test_split_indices_select_the_split_images(dataset_csv):
     np.testing.assert_array_equal(
         dataset.validation_images, dataset.images[dataset.validation_indices]
     )
+
+
+def test_split_images_names_each_split_and_refuses_an_empty_one(image_folder):
+    dataset = load_dataset(image_folder, DataConfig(validation_fraction=0.25))
+    train, validation = dataset.split_images("train"), dataset.split_images("validation")
+    assert (len(train), len(validation), len(dataset.split_images("all"))) == (9, 3, 12)
+    np.testing.assert_array_equal(validation, dataset.images[dataset.validation_indices])
+    everything = load_dataset(image_folder, DataConfig(validation_fraction=0.0))
+    with pytest.raises(ValueError, match=r"the validation split of .* has no readable image"):
+        everything.split_images("validation")
+    with pytest.raises(ValueError, match="split must be"):
+        everything.split_images("test")
