@@ -89,14 +89,21 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
         return dataset_point(side)
     if source == UPLOAD:
         return uploaded_point(side)
+    stats = ui.latent_stats(run)
     seed = st.number_input(
         "Seed",
         min_value=0,
         value=default_seed,
         key=f"interpolate-{side.lower()}-seed",
         persist_state="session",
+        help="A random point drawn like the training dogs (as Generate draws them)"
+        if stats is not None
+        else "A random point from the prior N(0, I)",
     )
-    point = latent.sample_latents(1, config.latent_dim, seed)[0]
+    if stats is not None:
+        point = latent.sample_like_data(1, stats, seed)[0]
+    else:
+        point = latent.sample_latents(1, config.latent_dim, seed)[0]
     ui.show_image(decode(run.decoder, point)[0], scale=2, caption=f"Seed {seed}")
     return point
 

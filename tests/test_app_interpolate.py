@@ -121,6 +121,22 @@ def test_without_a_model_the_page_says_so(runs_folder):
     assert not at.image
 
 
+def test_random_ends_are_drawn_like_the_training_dogs_when_the_run_knows_them(runs_folder, media):
+    from dogvae import latent
+    from dogvae.config import ModelConfig
+    from dogvae.model import build_encoder, decode
+
+    decoder = vivid_decoder(ModelConfig())
+    stats = latent.latent_statistics(np.random.default_rng(0).normal(3.0, 0.5, (100, 2)))
+    save_test_run(runs_folder / "known", build_encoder(ModelConfig()), decoder, latent_stats=stats)
+    at = interpolate_page()
+    shown = pixels(media, image_url(at, "Seed 1"))[::2, ::2]
+    expected = latent.to_uint8(decode(decoder, latent.sample_like_data(1, stats, 1)))[0, ..., 0]
+    assert np.array_equal(shown, expected)
+    from_prior = latent.to_uint8(decode(decoder, latent.sample_latents(1, 2, 1)))[0, ..., 0]
+    assert not np.array_equal(shown, from_prior)
+
+
 def test_strip_frames_and_downloads_follow_the_steps(tiny_run, media):
     at = interpolate_page()
     assert image_url(at, "Seed 1") != image_url(at, "Seed 2")
