@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--budget-minutes", type=_number, help="stop and save after this much training time"
     )
+    train.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="mirror training images left to right at random (default: the preset's)",
+    )
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     train.add_argument("--limit", type=_positive_int, help="use only the first N images")
     train.add_argument("--data-root", help="folder that image paths must stay inside")
@@ -207,6 +212,7 @@ def _train(args) -> int:
         "learning_rate": args.learning_rate,
         "kl_warmup_epochs": args.kl_warmup,
         "lr_schedule": args.lr_schedule,
+        "flip": args.flip,
         "budget_minutes": args.budget_minutes,
         "seed": args.seed,
     }

@@ -150,6 +150,9 @@ class TrainConfig:
         kl_warmup_epochs: Epochs over which the KL weight rises linearly from 0.
         report_every: Report progress every this many batches.
         budget_minutes: Stop (and save) once training has run this long (None: no limit).
+        flip: Mirror each training image left to right with probability 1/2, afresh
+            every epoch: twice the variety for a model that would otherwise start to
+            learn its training photos by heart (validation images are never flipped).
         lr_schedule: "constant", or "cosine": the learning rate falls along a half
             cosine to 1% of ``learning_rate`` by the end of the run, which is the
             last epoch or the time budget, whichever comes first.
@@ -164,6 +167,7 @@ class TrainConfig:
     report_every: int = 5
     budget_minutes: float | None = None
     lr_schedule: str = "constant"
+    flip: bool = False
 
     def validate(self) -> TrainConfig:
         if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
@@ -190,6 +194,8 @@ class TrainConfig:
             )
         if not _is_int(self.report_every) or self.report_every < 1:
             raise ValueError(f"report_every must be a positive integer, got {self.report_every!r}")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip must be true or false, got {self.flip!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"

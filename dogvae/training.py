@@ -245,10 +245,12 @@ def _batches(
     shuffle: bool,
     seed: int,
     indices: np.ndarray | None = None,
+    flip: bool = False,
 ):
     """A tf.data pipeline of shuffled uint8 batches, cast to float inside the model.
 
-    The batches hold the rows ``indices`` of ``images`` (default: all). Small
+    With ``flip``, each image is mirrored left to right with probability 1/2,
+    afresh every epoch. The batches hold the rows ``indices`` of ``images`` (default: all). Small
     in-memory sets become one tensor. Larger or memory-mapped sets stream:
     only the row numbers go through tf.data (shuffled per epoch with ``seed``)
     and each batch is gathered from ``images``, so the set is never copied whole,
@@ -260,7 +262,10 @@ def _batches(
         dataset = tf.data.Dataset.from_tensor_slices(images if indices is None else images[rows])
         if shuffle:
             dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size)
+        if flip:
+            dataset = dataset.map(_flipper(tf, seed))
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
     gather = _Gather(images, mapping)
     shape = (None, *images.shape[1:])
@@ -272,7 +277,21 @@ def _batches(
     dataset = tf.data.Dataset.from_tensor_slices(rows)
     if shuffle:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(load)
+    if flip:
+        dataset = dataset.map(_flipper(tf, seed))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _flipper(tf, seed: int):
+    """A tf.data map that mirrors each image of a batch (N, H, W, C) with probability 1/2."""
+    generator = tf.random.Generator.from_seed(seed)
+
+    def flip(batch):
+        heads = generator.uniform((tf.shape(batch)[0], 1, 1, 1)) < 0.5
+        return tf.where(heads, tf.reverse(batch, axis=[2]), batch)
+
+    return flip
 
 
 def _mapping_of(images: np.ndarray):
@@ -442,7 +461,15 @@ def train_vae(
     )
     started = time.perf_counter()
     vae.fit(
-        _batches(tf, train_images, batch_size, True, train_config.seed, train_indices),
+        _batches(
+            tf,
+            train_images,
+            batch_size,
+            True,
+            train_config.seed,
+            train_indices,
+            flip=train_config.flip,
+        ),
         validation_data=(
             _batches(tf, validation_images, batch_size, False, 0, validation_indices)
             if has_validation

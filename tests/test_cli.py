@@ -103,6 +103,9 @@ def test_train_output(tmp_path, image_folder, capsys):
             "3",
             "--limit",
             "10",
+            "--flip",
+            "--lr-schedule",
+            "cosine",
         ]
     )
     out = capsys.readouterr().out
@@ -113,7 +116,9 @@ def test_train_output(tmp_path, image_folder, capsys):
         "2/2",
     ]
     assert "saved" in out
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["latent_dim"] == 3
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model"]["latent_dim"] == 3
+    assert saved["train"]["flip"] is True and saved["train"]["lr_schedule"] == "cosine"
 
 
 def test_report_prints_json_with_every_unreadable_file(dataset_csv, capsys):

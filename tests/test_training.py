@@ -315,6 +315,37 @@ def test_a_memory_mapped_set_streams_the_same_batches_as_a_tensor(tmp_path):
     assert not np.array_equal(seen, images[rows])
 
 
+@pytest.mark.parametrize("memory", ["tensor", "mapped"])
+def test_flips_mirror_about_half_the_images_afresh_every_epoch(tmp_path, memory):
+    import tensorflow as tf
+
+    from dogvae.training import _batches
+
+    images = blobs(64)
+    images = images[[not np.array_equal(image, image[:, ::-1]) for image in images]][:48]
+    source = memory_mapped(images, tmp_path) if memory == "mapped" else images
+    assert len(images) == 48  # squares off the centre line: none is its own mirror
+    dataset = _batches(tf, source, 16, False, 3, flip=True)
+    flipped_per_epoch = []
+    for _ in range(3):
+        batch = np.concatenate(epoch_batches(dataset))
+        same = [np.array_equal(batch[i], images[i]) for i in range(48)]
+        mirrored = [np.array_equal(batch[i], images[i][:, ::-1]) for i in range(48)]
+        assert all(a != b for a, b in zip(same, mirrored, strict=True))  # one or the other
+        flipped_per_epoch.append(tuple(mirrored))
+    assert all(12 <= sum(flips) <= 36 for flips in flipped_per_epoch)
+    assert len(set(flipped_per_epoch)) == 3  # a new draw every epoch
+    unflipped = np.concatenate(epoch_batches(_batches(tf, source, 16, False, 3)))
+    np.testing.assert_array_equal(unflipped, images)  # and none without flip
+
+
+def test_training_with_flips_runs_and_records_the_setting(tmp_path):
+    result = train_vae(blobs(32), None, TINY, TrainConfig(epochs=1, batch_size=8, flip=True))
+    assert result.status == "finished" and len(result.history) == 1
+    with pytest.raises(ValueError, match="flip must be"):
+        TrainConfig(flip="yes").validate()
+
+
 def test_streaming_hands_mapped_pages_back_after_every_batch():
     from dogvae import training
 
