@@ -67,11 +67,15 @@ def table_row(run: runs.RunInfo, active: bool) -> dict[str, Any]:
 def settings(run: runs.RunInfo) -> str:
     model, train = run.model_config, run.train_config
     colour = "grayscale" if model.channels == 1 else "RGB"
+    start = (run.config.get("init_from") or {}).get("run")
     return (
         f"Preset **{run.config.get('preset', 'custom')}** · latent size **{model.latent_dim}** · "
         f"{model.image_size}×{model.image_size} {colour} · "
         f"{run.config.get('epochs_completed', '?')} of {train.epochs} epochs · "
         f"batch size {train.batch_size} · learning rate {train.learning_rate:g}"
+        + (" (cosine)" if train.lr_schedule == "cosine" else "")
+        + (" · mirrored images" if train.flip else "")
+        + (f" · continued from `{Path(start).name}`" if start else "")
     )
 
 

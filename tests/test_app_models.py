@@ -53,11 +53,15 @@ def saved_runs(tmp_path_factory) -> Path:
             encoder,
             decoder,
             model_config=ModelConfig(),
-            train_config=TrainConfig(epochs=2),
+            # alpha fine-tuned another run with a cosine schedule and flips; beta is plain
+            train_config=TrainConfig(epochs=2, lr_schedule="cosine", flip=True)
+            if name == "alpha"
+            else TrainConfig(epochs=2),
             data_config=DataConfig(),
             data={"source": "dogs.csv", "readable": 20, "train": 18, "validation": 2},
             history=HISTORY,
             preset="seed",
+            init_from={"run": "/models/default"} if name == "alpha" else None,
         )
     config_path = folder / "alpha" / "config.json"
     config = json.loads(config_path.read_text())
@@ -111,6 +115,11 @@ def test_lists_both_runs_newest_first_and_marks_the_active_one(two_runs):
     assert headers == ["beta :green-badge[active]", "alpha"]
     assert "latent size **2**" in texts(at.markdown)
     assert "Trained on 18 images, validated on 2 from `dogs.csv`." in texts(at.markdown)
+    beta, alpha = [text.value for text in at.markdown if "Preset **seed**" in text.value]
+    assert alpha.endswith(
+        "learning rate 0.001 (cosine) · mirrored images · continued from `default`"
+    )
+    assert beta.endswith("learning rate 0.001")
     assert len(at.get("vega_lite_chart")) == 2
     assert at.button(key="activate-beta").disabled
     assert not at.button(key="activate-alpha").disabled
