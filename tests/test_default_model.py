@@ -47,3 +47,19 @@ def test_the_default_model_is_listed_but_cannot_be_deleted(app_dirs, monkeypatch
     delete = next(button for button in app.button if button.key == "delete-default")
     assert delete.disabled
     assert json.loads((DEFAULT / "config.json").read_text())["format"] == "dogvae-run"
+
+
+SHARED_DOGS_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs.csv"
+# MODEL_CARD.md's figures for the default model on dogs.csv's 200 held-out photos.
+CARD_EXCESS, CARD_PSNR = 186.39, 19.82
+
+
+@pytest.mark.skipif(not SHARED_DOGS_CSV.exists(), reason="needs ../shared/data/dogs.csv")
+def test_the_default_model_scores_what_its_card_says_on_held_out_photos(capsys):
+    from dogvae.cli import main
+
+    assert main(["evaluate", str(DEFAULT), str(SHARED_DOGS_CSV), "--split", "validation"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["images"] == 200
+    assert figures["excess"] == pytest.approx(CARD_EXCESS, abs=0.5)
+    assert figures["psnr"] == pytest.approx(CARD_PSNR, abs=0.05)
