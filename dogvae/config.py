@@ -227,7 +227,7 @@ _QUALITY_WIDE_MODEL = dataclasses.replace(
     _QUALITY_MODEL, conv_filters=(32, 64, 128, 64), decoder_filters=(160, 160, 96, 48)
 )
 # Flips: without them the validation loss of a long training on 11,250 photos rose
-# again after 60 epochs while the training loss kept falling (MODEL_CARD.md).
+# again after epoch 42 while the training loss kept falling (MODEL_CARD.md).
 _QUALITY_TRAIN = TrainConfig(
     epochs=40,
     batch_size=64,

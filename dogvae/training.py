@@ -249,35 +249,33 @@ def _batches(
 ):
     """A tf.data pipeline of shuffled uint8 batches, cast to float inside the model.
 
-    With ``flip``, each image is mirrored left to right with probability 1/2,
-    afresh every epoch. The batches hold the rows ``indices`` of ``images`` (default: all). Small
+    The batches hold the rows ``indices`` of ``images`` (default: all). Small
     in-memory sets become one tensor. Larger or memory-mapped sets stream:
     only the row numbers go through tf.data (shuffled per epoch with ``seed``)
     and each batch is gathered from ``images``, so the set is never copied whole,
-    into a TensorFlow constant or into float32. Both give the same batches.
+    into a TensorFlow constant or into float32. Both give the same batches. With
+    ``flip``, each image is mirrored left to right with probability 1/2, afresh
+    every epoch.
     """
     rows = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
     mapping = _mapping_of(images)
+    load = None
     if mapping is None and len(rows) * images[0].nbytes <= MAX_TENSOR_BYTES:
         dataset = tf.data.Dataset.from_tensor_slices(images if indices is None else images[rows])
-        if shuffle:
-            dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
-        if flip:
-            dataset = dataset.map(_flipper(tf, seed))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+    else:
+        gather = _Gather(images, mapping)
+        shape = (None, *images.shape[1:])
 
-    gather = _Gather(images, mapping)
-    shape = (None, *images.shape[1:])
+        def load(batch_rows):
+            batch = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
+            return tf.ensure_shape(batch, shape)
 
-    def load(batch_rows):
-        batch = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
-        return tf.ensure_shape(batch, shape)
-
-    dataset = tf.data.Dataset.from_tensor_slices(rows)
+        dataset = tf.data.Dataset.from_tensor_slices(rows)
     if shuffle:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(load)
+    dataset = dataset.batch(batch_size)
+    if load is not None:
+        dataset = dataset.map(load)
     if flip:
         dataset = dataset.map(_flipper(tf, seed))
     return dataset.prefetch(tf.data.AUTOTUNE)

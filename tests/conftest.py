@@ -189,6 +189,8 @@ def dataset_zip(tmp_path: Path) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
+# The shared real dog photos, absent on a fresh machine: tests that need them skip.
+SHARED_DOGS_CSV = REPO.parent / "shared" / "data" / "dogs.csv"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_broken, make_jpeg, make_png
+from conftest import SHARED_DOGS_CSV, make_broken, make_jpeg, make_png
 from PIL import Image, ImageOps
 
 from dogvae import data
@@ -31,8 +31,6 @@ from dogvae.data import (
     list_sources,
     load_dataset,
 )
-
-SHARED_DOGS_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs.csv"
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

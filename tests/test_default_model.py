@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dogvae import runs
-from tests.conftest import open_app
+from tests.conftest import SHARED_DOGS_CSV, open_app
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
 
@@ -49,7 +49,6 @@ def test_the_default_model_is_listed_but_cannot_be_deleted(app_dirs, monkeypatch
     assert json.loads((DEFAULT / "config.json").read_text())["format"] == "dogvae-run"
 
 
-SHARED_DOGS_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs.csv"
 # MODEL_CARD.md's figures for the default model on dogs.csv's 200 held-out photos.
 CARD_EXCESS, CARD_PSNR = 186.39, 19.82
 
