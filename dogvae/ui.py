@@ -6,7 +6,8 @@ datasets users may pick and that uploaded CSVs may point into; DOGVAE_RUNS_DIR
 trainings on the server (default 2). DOGVAE_DEFAULT_RUN is the run a new
 session starts with (default: the pretrained model shipped in models/default;
 "none" for no default). DOGVAE_WARM_UP=0 stops the background import of TensorFlow
-at start-up.
+at start-up. DOGVAE_STREAMLIT_CLEANUP=1 keeps Streamlit's Keras reset after every
+script run (see keep_keras_between_runs; for bench/train_in_app.py's comparison).
 
 Nothing here imports TensorFlow at module level: the Data page must work before
 TensorFlow has loaded.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,42 @@ DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
 DATASET_UPLOAD_MB = 200  # per-widget upload limits, below server.maxUploadSize
 PHOTO_UPLOAD_MB = 20
+
+
+def keep_keras_between_runs() -> bool:
+    """Stop Streamlit from resetting Keras after every script run; True when it is stopped.
+
+    After each run, fragment reruns included, Streamlit calls
+    ``keras.backend.clear_session()``: a full garbage collection, a reset of
+    TensorFlow's default graph and a cleared eager kernel cache, which the
+    training thread then rebuilds. The Train page's live chart reruns every
+    second, so a training watched in the browser spent most of its time waiting
+    for the GIL: 14 times slower than the same training without the app, and
+    33 s from Stop to saved instead of 3 s (bench/train_in_app.py). dogvae
+    keeps no per-run Keras state to clear: models are built in the training
+    thread and in cached loads. The other half of Streamlit's clean-up, closing
+    matplotlib's figures, is kept.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    current = getattr(script_runner, "_clean_problem_modules", None)
+    if current is None or os.environ.get("DOGVAE_STREAMLIT_CLEANUP") == "1":
+        return False
+    if getattr(current, "keeps_keras", False):
+        return True
+
+    def close_figures() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    close_figures.keeps_keras = True  # type: ignore[attr-defined]
+    close_figures.replaces = current  # type: ignore[attr-defined]
+    script_runner._clean_problem_modules = close_figures
+    return True
+
+
+keep_keras_between_runs()
 
 
 def data_dir() -> Path:

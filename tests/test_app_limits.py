@@ -14,6 +14,47 @@ def test_server_config_limits_uploads_and_keeps_xsrf_protection():
     assert config["server"]["enableXsrfProtection"] is True
     assert 0 < config["server"]["maxUploadSize"] <= 200
     assert config["client"]["showErrorDetails"] == "none"  # no tracebacks for users
+    assert config["runner"]["postScriptGC"] is False  # see test_a_rerun_leaves_keras_alone
+
+
+def test_a_rerun_leaves_keras_alone_and_still_closes_figures(monkeypatch):
+    """Streamlit resets Keras after every script run (a full collection and
+    TensorFlow's kernel cache cleared), which made a training watched on the
+    Train page many times slower; dogvae.ui turns that off and keeps the figure clean-up."""
+    import keras
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    resets = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: resets.append(a))
+    assert ui.keep_keras_between_runs()
+    plt.figure()
+    app = open_app("train")
+    app.run()
+    assert resets == []
+    assert plt.get_fignums() == []
+
+
+def test_streamlit_cleanup_comes_back_on_request(monkeypatch):
+    """DOGVAE_STREAMLIT_CLEANUP=1 (bench/train_in_app.py's yardstick) keeps Streamlit's reset."""
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    resets = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: resets.append(a))
+    patched = script_runner._clean_problem_modules
+    original = patched.replaces
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", original)
+    monkeypatch.setenv("DOGVAE_STREAMLIT_CLEANUP", "1")
+    assert not ui.keep_keras_between_runs()
+    open_app()
+    assert resets  # Streamlit's own clean-up ran after the script
+    monkeypatch.delenv("DOGVAE_STREAMLIT_CLEANUP")
+    assert ui.keep_keras_between_runs()
+    assert script_runner._clean_problem_modules is not original
+    assert script_runner._clean_problem_modules.keeps_keras
 
 
 def uploaders(app):

@@ -20,7 +20,7 @@ from conftest import save_test_run, write_dogs
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
-SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py")
+SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py", "train_in_app.py")
 
 
 def bench(
@@ -148,6 +148,24 @@ def test_latency_bench_in_a_real_browser():
     assert set(result["first_page_ms"]) == {"home (Data)", "generate", "one_line_streamlit"}
     assert all(len(times) == 1 and times[0] > 0 for times in result["first_page_ms"].values())
     assert result["first_page_vs_one_line"]["one_line_streamlit"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_train_in_app_bench_trains_and_stops_three_ways():
+    from browser_helpers import browser_unavailable
+
+    reason = browser_unavailable()
+    if reason:
+        pytest.skip(reason)
+    out = bench("train_in_app.py", "--images", "40", "--epochs", "1", "--rounds", "1")
+    result = json_output(out)
+    ways = {"in_process", "app", "app_streamlit_cleanup"}
+    assert set(result["rounds"]) == set(result["median"]) == ways
+    for rows in result["rounds"].values():
+        assert len(rows) == 1
+        assert rows[0]["train_seconds"] > 0 and rows[0]["stop_seconds"] > 0
+    assert result["train_seconds_vs_in_process"]["in_process"] == 1.0
 
 
 @pytest.mark.slow
