@@ -50,8 +50,8 @@ def keep_keras_between_runs() -> bool:
     TensorFlow's default graph and a cleared eager kernel cache, which the
     training thread then rebuilds. The Train page's live chart reruns every
     second, so a training watched in the browser spent most of its time waiting
-    for the GIL: 14 times slower than the same training without the app, and
-    33 s from Stop to saved instead of 3 s (bench/train_in_app.py). dogvae
+    for the GIL: 11 times slower than the same training without the app, and
+    35 s from Stop to saved instead of 2 s (bench/train_in_app.py). dogvae
     keeps no per-run Keras state to clear: models are built in the training
     thread and in cached loads. The other half of Streamlit's clean-up, closing
     matplotlib's figures, is kept.
