@@ -46,7 +46,6 @@ from conftest import write_dogs
 BATCH_SIZE = 32
 STOP_EPOCHS = 500  # the long training that the Stop button ends
 WAYS = ("in_process", "app", "app_streamlit_cleanup")
-MAIN_PROGRESS = f'{bh.MAIN} [data-testid="stProgress"]'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,14 +102,6 @@ def in_process(csv_path: Path, runs: Path, epochs: int, tag: str) -> dict[str, f
     return {"train_seconds": seconds, "stop_seconds": time.perf_counter() - stopped}
 
 
-def start_training(page, epochs: int, name: str) -> None:
-    bh.fill_in(page, "Epochs", str(epochs))
-    bh.fill_in(page, "Batch size", str(BATCH_SIZE))
-    bh.fill_in(page, "Run name", name)
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text(f"Training {name} on").wait_for(timeout=120_000)
-
-
 def in_app(
     context, csv_path: Path, runs: Path, epochs: int, tag: str, cleanup: bool
 ) -> dict[str, float]:
@@ -126,14 +117,14 @@ def in_app(
         bh.wait_idle(page)
         bh.go_to(page, "Train")
 
-        start_training(page, epochs, f"{tag}-train")
+        bh.start_training(page, epochs, BATCH_SIZE, f"{tag}-train", timeout_s=120)
         page.get_by_text("Training finished").wait_for(timeout=3_600_000)
         config = json.loads((runs / f"{tag}-train" / "config.json").read_text())
         bh.wait_idle(page)
 
-        start_training(page, STOP_EPOCHS, f"{tag}-stop")
+        bh.start_training(page, STOP_EPOCHS, BATCH_SIZE, f"{tag}-stop", timeout_s=120)
         progress = re.compile(rf"Epoch \d+/{STOP_EPOCHS} · batch [1-9]")
-        page.locator(MAIN_PROGRESS, has_text=progress).wait_for(timeout=600_000)
+        page.locator(bh.MAIN_PROGRESS, has_text=progress).wait_for(timeout=600_000)
         stopped = time.perf_counter()
         page.locator(bh.MAIN).get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Training ended early").wait_for(timeout=600_000)

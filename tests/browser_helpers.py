@@ -39,6 +39,7 @@ IDLE = '[data-test-script-state="notRunning"]'
 EXCEPTION = '[data-testid="stException"]'
 UPLOAD_INPUT = '[data-testid="stFileUploader"] input[type=file]'
 MAIN = '[data-testid="stMain"]'
+MAIN_PROGRESS = f'{MAIN} [data-testid="stProgress"]'
 NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
 
 
@@ -350,3 +351,23 @@ def full_page_screenshot(page: Any, path: Path, idle: bool = True) -> None:
         page.screenshot(path=str(path), full_page=True, type="png")
     finally:
         page.set_viewport_size(viewport)
+
+
+def start_training(
+    page: Any,
+    epochs: int,
+    batch_size: int,
+    name: str,
+    learning_rate: str = "0.00100",
+    timeout_s: float = RERUN_SECONDS,
+) -> None:
+    """Fill in the Train page's form, start, and wait until the page says it is training."""
+    fill_in(page, "Epochs", str(epochs))
+    fill_in(page, "Batch size", str(batch_size))
+    fill_in(page, "Learning rate", learning_rate)
+    fill_in(page, "Run name", name)
+    page.get_by_role("button", name="Start training").click()
+    started = page.get_by_text(f"Training {name} on")
+    refused = page.locator(f'{MAIN} [data-testid="stAlertContentError"]')
+    wait_until(lambda: started.count() or refused.count(), timeout_s, f"training {name} to start")
+    assert not refused.count(), f"the app refused to train: {refused.first.inner_text()}"

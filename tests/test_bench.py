@@ -131,14 +131,18 @@ def test_scale_bench_on_a_few_synthetic_images():
     assert result["rss_mb"]["peak_mb"] > 0
 
 
-@pytest.mark.slow
-@pytest.mark.browser
-def test_latency_bench_in_a_real_browser():
+@pytest.fixture
+def needs_browser() -> None:
     from browser_helpers import browser_unavailable
 
     reason = browser_unavailable()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_latency_bench_in_a_real_browser(needs_browser):
     out = bench("latency.py", "--presses", "4", "--warmup", "1", "--starts", "1")
     result = json_output(out)
     slider = result["slider"]
@@ -152,12 +156,7 @@ def test_latency_bench_in_a_real_browser():
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_train_in_app_bench_trains_and_stops_three_ways():
-    from browser_helpers import browser_unavailable
-
-    reason = browser_unavailable()
-    if reason:
-        pytest.skip(reason)
+def test_train_in_app_bench_trains_and_stops_three_ways(needs_browser):
     out = bench("train_in_app.py", "--images", "40", "--epochs", "1", "--rounds", "1")
     result = json_output(out)
     ways = {"in_process", "app", "app_streamlit_cleanup"}

@@ -24,16 +24,17 @@ from PIL import Image
 
 from tests.browser_helpers import (
     MAIN,
+    MAIN_PROGRESS,
     broken_images,
     browser_unavailable,
     chromium,
-    fill_in,
     go_to,
     log_tail,
     metric,
     open_app,
     running_app,
     settle,
+    start_training,
     upload,
     wait_idle,
     wait_until,
@@ -46,7 +47,6 @@ IMAGES = 40  # enough for an epoch to take a few reports at batch size 2, fast t
 FIRST_RUN = "browser-first"
 FIRST_EPOCHS = 10
 STOPPED_RUN = "browser-stopped"
-MAIN_PROGRESS = f'{MAIN} [data-testid="stProgress"]'
 CHART = f'{MAIN} [data-testid="stVegaLiteChart"]'
 
 
@@ -199,20 +199,6 @@ def test_sidebar_shows_the_dataset_just_loaded(user):
     page, _ = user  # right after the ZIP upload of the previous test, no rerun since
     sidebar = page.locator('[data-testid="stSidebar"]')
     assert sidebar.get_by_text(f"{IMAGES} of {IMAGES + 1} images readable").count()
-
-
-def start_training(
-    page, epochs: int, batch_size: int, name: str, learning_rate: str = "0.00100"
-) -> None:
-    fill_in(page, "Epochs", str(epochs))
-    fill_in(page, "Batch size", str(batch_size))
-    fill_in(page, "Learning rate", learning_rate)
-    fill_in(page, "Run name", name)
-    page.get_by_role("button", name="Start training").click()
-    started = page.get_by_text(f"Training {name} on")
-    refused = page.locator(f'{MAIN} [data-testid="stAlertContentError"]')
-    wait_until(lambda: started.count() or refused.count(), what=f"training {name} to start")
-    assert not refused.count(), f"the app refused to train: {refused.first.inner_text()}"
 
 
 def test_training_shows_a_live_chart_and_finishes(user, folders):
