@@ -158,6 +158,10 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder that image paths must stay inside")
 
 
+# Signals that stop a training after its current batch and save it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -252,13 +256,16 @@ def _train(args) -> int:
 
     stop = threading.Event()
 
-    def stop_on_interrupt(signum, frame):
+    def stop_on_signal(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        print("stopping after this batch (Ctrl-C again to abort without saving)", flush=True)
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"stopping after this batch ({again} again to abort without saving)", flush=True)
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, stop_on_interrupt)
+    # SIGTERM too (kill, systemd, docker stop, a batch scheduler): a training
+    # ended that way saves what it has, like Ctrl-C, instead of losing every epoch.
+    previous = {number: signal.signal(number, stop_on_signal) for number in STOP_SIGNALS}
 
     def on_event(event):
         if event["type"] != "epoch":
@@ -287,7 +294,8 @@ def _train(args) -> int:
             init_from=init_from,
         )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
     if result.status == "diverged":
         print(f"dogvae train: warning: {result.message}", file=sys.stderr)

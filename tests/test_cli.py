@@ -357,3 +357,50 @@ def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
         == 2
     )
     assert "differs from the run in --init-from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_signal):
+    """Ctrl-C, kill or docker stop: the run so far is saved, not lost, and the exit is clean."""
+    import signal
+
+    from tests.conftest import write_dogs
+
+    write_dogs(tmp_path / "images", 24)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dogvae",
+            "train",
+            str(tmp_path / "images"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "10000",
+            "--batch-size",
+            "8",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        line = ""
+        while not line.startswith("epoch 1/") and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            assert line or child.poll() is None, child.stderr.read()
+        assert line.startswith("epoch 1/"), "training never finished an epoch"
+        child.send_signal(getattr(signal, stop_signal))
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert "stopping after this batch" in out and "(stopped)" in out, out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["status"] == "stopped" and 1 <= saved["epochs_completed"] < 10000
