@@ -7,10 +7,13 @@ events for the page to draw. The worker never touches Streamlit.
 
 from __future__ import annotations
 
+import atexit
 import math
+import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -597,6 +600,44 @@ class TrainingSlots:
         self._semaphore.release()
 
 
+# Seconds a server that is shutting down waits for its running trainings to save.
+SHUTDOWN_SAVE_SECONDS = 120.0
+_running_jobs: weakref.WeakValueDictionary[int, TrainingJob] = weakref.WeakValueDictionary()
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    with _exit_hook:
+        if not _exit_hook_registered:
+            # TensorFlow registers exit hooks of its own when imported; importing it first
+            # means (last in, first out) the save runs while TensorFlow still works.
+            import tensorflow  # noqa: F401
+
+            atexit.register(save_running_jobs)
+            _exit_hook_registered = True
+
+
+def save_running_jobs(timeout: float = SHUTDOWN_SAVE_SECONDS) -> list[TrainingJob]:
+    """Stop every running training and wait up to ``timeout`` s for each to save.
+
+    Runs at interpreter exit: the training threads are daemons, so without this a
+    server stopped by Ctrl-C, SIGTERM or ``docker stop`` would kill them mid-epoch and
+    lose the training. Returns the jobs it stopped.
+    """
+    jobs = [job for job in list(_running_jobs.values()) if job.running]
+    for job in jobs:
+        job.shut_down = True
+        job.stop()
+    deadline = time.monotonic() + timeout
+    for job in jobs:
+        saved = job.wait(max(0.0, deadline - time.monotonic())) and job.run_dir is not None
+        outcome = f"saved {job.run_dir.name} ({job.status})" if saved else "could not save"
+        print(f"dogvae: the server is shutting down; {outcome}", file=sys.stderr, flush=True)
+    return jobs
+
+
 @dataclass
 class TrainingJob:
     """One training in a background thread, observable from the page that started it.
@@ -621,6 +662,7 @@ class TrainingJob:
     message: str = field(default="", init=False)  # diverged or failed
     run_dir: Path | None = field(default=None, init=False)
     abandoned: bool = field(default=False, init=False)
+    shut_down: bool = field(default=False, init=False)  # stopped because the server exits
     started: float = field(default=0.0, init=False)
     _epochs: list[Event] = field(default_factory=list, init=False, repr=False)
     _batches: list[Event] = field(default_factory=list, init=False, repr=False)
@@ -637,6 +679,8 @@ class TrainingJob:
         self.status = "running"
         self.started = time.time()
         self._thread = threading.Thread(target=self._work, name="dogvae-training", daemon=True)
+        _register_exit_hook()
+        _running_jobs[id(self)] = self
         self._thread.start()
         if self.is_wanted is not None:
             threading.Thread(target=self._watch, name="dogvae-training-watch", daemon=True).start()
@@ -730,6 +774,8 @@ class TrainingJob:
             self.status, self.message = result.status, result.message
             if self.abandoned:
                 self.message = "the browser session closed, so training stopped; " + self.message
+            elif self.shut_down:
+                self.message = "the server shut down, so training stopped; " + self.message
         except Exception as error:
             self.status = "failed"
             self.message = str(error) or type(error).__name__

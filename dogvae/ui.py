@@ -65,9 +65,10 @@ def keep_keras_between_runs() -> bool:
         return True
 
     def close_figures() -> None:
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None:
-            pyplot.close("all")
+        # No ``close`` yet: another thread (the warm-up) is still importing pyplot.
+        close = getattr(sys.modules.get("matplotlib.pyplot"), "close", None)
+        if close is not None:
+            close("all")
 
     close_figures.keeps_keras = True  # type: ignore[attr-defined]
     close_figures.replaces = current  # type: ignore[attr-defined]

@@ -42,6 +42,8 @@ MAIN = '[data-testid="stMain"]'
 MAIN_PROGRESS = f'{MAIN} [data-testid="stProgress"]'
 NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
 
+_servers: dict[str, subprocess.Popen] = {}  # URL -> the running_app serving it
+
 
 def browser_unavailable() -> str | None:
     """Why a browser test cannot run here, or None when it can."""
@@ -118,6 +120,8 @@ def running_app(
             start_new_session=True,
         )
         stack.callback(_stop, server)
+        _servers[url] = server
+        stack.callback(_servers.pop, url, None)
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not _healthy(url):
             if server.poll() is not None:
@@ -143,6 +147,19 @@ def _stop(server: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def shut_down(url: str, timeout_s: float = 60) -> int:
+    """Send the server at ``url`` a SIGTERM (as ``kill`` or ``docker stop`` would); its exit code.
+
+    Raises TimeoutError if it is still running after ``timeout_s`` seconds.
+    """
+    server = _servers[url]
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        return server.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"the app was still running {timeout_s} s after a SIGTERM") from None
 
 
 def log_tail(log_path: Path | None, lines: int = 30) -> str:

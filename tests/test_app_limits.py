@@ -37,6 +37,20 @@ def test_a_rerun_leaves_keras_alone_and_still_closes_figures(monkeypatch):
     assert plt.get_fignums() == []
 
 
+
+def test_the_figure_clean_up_skips_a_pyplot_still_being_imported(monkeypatch):
+    """The warm-up thread may be importing pyplot when a run ends: no error in the log."""
+    import sys
+    import types
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    assert ui.keep_keras_between_runs()
+    half_imported = types.ModuleType("matplotlib.pyplot")  # no ``close`` yet
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", half_imported)
+    script_runner._clean_problem_modules()  # raised AttributeError before
+
+
 def test_streamlit_cleanup_comes_back_on_request(monkeypatch):
     """DOGVAE_STREAMLIT_CLEANUP=1 (bench/train_in_app.py's yardstick) keeps Streamlit's reset."""
     import keras

@@ -12,6 +12,7 @@ console. Run them with ``pytest -m browser``; they need /usr/bin/chromium.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -34,6 +35,7 @@ from tests.browser_helpers import (
     open_app,
     running_app,
     settle,
+    shut_down,
     start_training,
     upload,
     wait_idle,
@@ -322,3 +324,31 @@ def test_models_page_lists_both_runs(user):
     active = page.locator('[data-testid="stHeading"]', has_text=STOPPED_RUN).first
     assert "active" in active.inner_text()
     assert page.get_by_text("Stopped before the last epoch").count() == 1
+
+
+def test_a_server_told_to_stop_saves_the_training_it_was_running(user, folders):
+    """SIGTERM (kill, docker stop) while a training runs: the server saves it before exiting.
+
+    A second server, and a second user in the same browser, so that the walk-through's
+    tab sees no connection error.
+    """
+    runs = folders["root"] / "runs-shutdown"
+    runs.mkdir()
+    log = folders["root"] / "server-shutdown.log"
+    no_default = {"DOGVAE_DEFAULT_RUN": "none"}
+    context = user[0].context.browser.new_context(viewport=user[0].viewport_size)
+    with running_app(folders["data"], runs, log, no_default) as url, contextlib.closing(context):
+        page, _ = open_app(context, url)
+        upload(page, folders["data"] / "dogs.csv")
+        settle(page, lambda: page.get_by_role("heading", name="Report: dogs.csv").count())
+        go_to(page, "Train")
+        start_training(page, epochs=500, batch_size=2, name="browser-shutdown")
+        batches = re.compile(r"Epoch \d+/500 · batch [1-9]")
+        page.locator(MAIN_PROGRESS, has_text=batches).wait_for(timeout=120_000)
+        code = shut_down(url)
+    assert code == 0, log_tail(log)
+    config = json.loads((runs / "browser-shutdown" / "config.json").read_text())
+    assert config["status"] == "stopped" and config["epochs_completed"] < 500
+    assert "dogvae: the server is shutting down; saved browser-shutdown (stopped)" in (
+        log.read_text()
+    )

@@ -285,6 +285,62 @@ def test_an_abandoned_job_stops_itself_and_still_saves(tmp_path):
     assert not any(t.name.startswith("dogvae-training") for t in threading.enumerate())
 
 
+def _shutdown_job(out_dir):
+    return TrainingJob(
+        dataset=_dataset(blobs(40)),
+        model_config=TINY,
+        train_config=TrainConfig(epochs=10_000, batch_size=8),
+        data_config=DataConfig(image_size=32),
+        out_dir=out_dir,
+    )
+
+
+def test_a_server_shutting_down_stops_its_trainings_and_saves_them(tmp_path):
+    from dogvae.training import save_running_jobs
+
+    job = _shutdown_job(tmp_path / "run").start()
+    while job.last_batch() is None:
+        job.wait(0.1)
+    assert save_running_jobs(timeout=60) == [job]
+    assert not job.running and job.status == "stopped" and job.shut_down
+    assert "server shut down" in job.message
+    assert (tmp_path / "run" / "config.json").is_file()
+    assert save_running_jobs(timeout=1) == []  # nothing left running
+
+
+# A process whose main thread ends while a training runs in its (daemon) thread, as
+# Streamlit's does after Ctrl-C or SIGTERM.
+EXIT_SCRIPT = """
+import sys
+from pathlib import Path
+from tests.test_training import _shutdown_job
+job = _shutdown_job(Path(sys.argv[1])).start()
+while job.last_batch() is None:
+    job.wait(0.1)
+print("TRAINING", flush=True)
+"""
+
+
+def test_a_process_that_exits_mid_training_saves_the_run_first(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "run")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert process.returncode == 0 and "TRAINING" in process.stdout, process.stderr[-2000:]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["status"] == "stopped" and saved["epochs_completed"] < 10_000
+
+
 def memory_mapped(images, tmp_path):
     np.save(tmp_path / "images.npy", images)
     return np.asarray(np.load(tmp_path / "images.npy", mmap_mode="r"))
