@@ -8,6 +8,10 @@ dataset takes milliseconds. The helpers are plain functions too, so a test can
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -17,6 +21,32 @@ import pytest
 from PIL import Image
 
 BREEDS = ("beagle", "poodle")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_python(*args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """``python ARGS`` from the repository in a new process; its stdout a text pipe."""
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def read_until(child: subprocess.Popen, wanted: str, timeout_s: float) -> str:
+    """Read the child's output until a line contains ``wanted``; that line, else fail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if wanted in line:
+            return line
+        if not line and child.poll() is not None:
+            break
+    errors = child.stderr.read()[-2000:] if child.stderr else ""
+    raise AssertionError(f"the process never printed {wanted!r}: {errors}")
 
 
 def dog_like(size: tuple[int, int] = (40, 30), seed: int = 0, channels: int = 3) -> np.ndarray:

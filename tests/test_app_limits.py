@@ -37,7 +37,6 @@ def test_a_rerun_leaves_keras_alone_and_still_closes_figures(monkeypatch):
     assert plt.get_fignums() == []
 
 
-
 def test_the_figure_clean_up_skips_a_pyplot_still_being_imported(monkeypatch):
     """The warm-up thread may be importing pyplot when a run ends: no error in the log."""
     import sys

@@ -364,36 +364,15 @@ def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_sig
     """Ctrl-C, kill or docker stop: the run so far is saved, not lost, and the exit is clean."""
     import signal
 
-    from tests.conftest import write_dogs
+    from tests.conftest import read_until, start_python, write_dogs
 
     write_dogs(tmp_path / "images", 24)
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dogvae",
-            "train",
-            str(tmp_path / "images"),
-            "--out",
-            str(tmp_path / "run"),
-            "--epochs",
-            "10000",
-            "--batch-size",
-            "8",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    child = start_python(
+        "-m", "dogvae", "train", tmp_path / "images", "--out", tmp_path / "run",
+        "--epochs", "10000", "--batch-size", "8",
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        line = ""
-        while not line.startswith("epoch 1/") and time.monotonic() < deadline:
-            line = child.stdout.readline()
-            assert line or child.poll() is None, child.stderr.read()
-        assert line.startswith("epoch 1/"), "training never finished an epoch"
+        read_until(child, "epoch 1/", timeout_s=240)
         child.send_signal(getattr(signal, stop_signal))
         out, err = child.communicate(timeout=120)
     finally:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import decode_image, load_dataset
+from tests.conftest import read_until, start_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,20 +178,9 @@ def test_a_process_killed_while_saving_leaves_the_previous_run_intact(tmp_path, 
         history=[],
     )
     before = encoder.get_weights()[0]
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "run"), where],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    child = start_python("-c", KILL_SCRIPT, tmp_path / "run", where, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        line = ""
-        while "PAUSED" not in line and time.monotonic() < deadline:
-            line = child.stdout.readline()
-        assert "PAUSED" in line, "the save never reached the point to kill it"
+        read_until(child, "PAUSED", timeout_s=120)  # the save reached the point to kill it
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
