@@ -323,20 +323,15 @@ print("TRAINING", flush=True)
 
 def test_a_process_that_exits_mid_training_saves_the_run_first(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
-    repo = Path(__file__).resolve().parents[1]
-    process = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "run")],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(repo)},
-    )
-    assert process.returncode == 0 and "TRAINING" in process.stdout, process.stderr[-2000:]
+    from tests.conftest import start_python
+
+    process = start_python("-c", EXIT_SCRIPT, tmp_path / "run")
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()  # a no-op once it has exited
+    assert process.returncode == 0 and "TRAINING" in out, err[-2000:]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["status"] == "stopped" and saved["epochs_completed"] < 10_000
 
