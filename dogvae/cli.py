@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="mirror training images left to right at random (default: the preset's)",
     )
+    train.add_argument(
+        "--shift",
+        type=_non_negative_int,
+        help="move training images by up to this many pixels at random (default: the preset's)",
+    )
     train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     train.add_argument("--limit", type=_positive_int, help="use only the first N images")
     train.add_argument("--data-root", help="folder that image paths must stay inside")
@@ -217,6 +222,7 @@ def _train(args) -> int:
         "kl_warmup_epochs": args.kl_warmup,
         "lr_schedule": args.lr_schedule,
         "flip": args.flip,
+        "shift": args.shift,
         "budget_minutes": args.budget_minutes,
         "seed": args.seed,
     }

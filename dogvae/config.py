@@ -18,6 +18,7 @@ from typing import Any
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 4_096
 MAX_LATENT_DIM = 512
+MAX_SHIFT = 8  # pixels; below half the smallest image size, which mirrored padding needs
 IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("relu", "silu")
@@ -153,6 +154,10 @@ class TrainConfig:
         flip: Mirror each training image left to right with probability 1/2, afresh
             every epoch: twice the variety for a model that would otherwise start to
             learn its training photos by heart (validation images are never flipped).
+        shift: Move each training image by up to this many pixels up or down and left
+            or right (each image its own random offset, afresh every epoch; the edge
+            mirrored into the gap), so a model cannot learn where exactly a photo put
+            each dog. 0 (the default) leaves images where they are.
         lr_schedule: "constant", or "cosine": the learning rate falls along a half
             cosine to 1% of ``learning_rate`` by the end of the run, which is the
             last epoch or the time budget, whichever comes first.
@@ -168,6 +173,7 @@ class TrainConfig:
     budget_minutes: float | None = None
     lr_schedule: str = "constant"
     flip: bool = False
+    shift: int = 0
 
     def validate(self) -> TrainConfig:
         if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
@@ -196,6 +202,8 @@ class TrainConfig:
             raise ValueError(f"report_every must be a positive integer, got {self.report_every!r}")
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip must be true or false, got {self.flip!r}")
+        if not _is_int(self.shift) or not 0 <= self.shift <= MAX_SHIFT:
+            raise ValueError(f"shift must be from 0 to {MAX_SHIFT} pixels, got {self.shift!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"

@@ -249,6 +249,7 @@ def _batches(
     seed: int,
     indices: np.ndarray | None = None,
     flip: bool = False,
+    shift: int = 0,
 ):
     """A tf.data pipeline of shuffled uint8 batches, cast to float inside the model.
 
@@ -258,7 +259,7 @@ def _batches(
     and each batch is gathered from ``images``, so the set is never copied whole,
     into a TensorFlow constant or into float32. Both give the same batches. With
     ``flip``, each image is mirrored left to right with probability 1/2, afresh
-    every epoch.
+    every epoch; with ``shift``, each image moves by up to that many pixels.
     """
     rows = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
     mapping = _mapping_of(images)
@@ -281,6 +282,8 @@ def _batches(
         dataset = dataset.map(load)
     if flip:
         dataset = dataset.map(_flipper(tf, seed))
+    if shift:
+        dataset = dataset.map(_shifter(tf, seed, shift))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -293,6 +296,24 @@ def _flipper(tf, seed: int):
         return tf.where(heads, tf.reverse(batch, axis=[2]), batch)
 
     return flip
+
+
+def _shifter(tf, seed: int, shift: int):
+    """A tf.data map that moves each image of a batch (N, H, W, C) by its own random
+    offset of -shift to +shift pixels along each axis, mirroring the edge into the gap."""
+    generator = tf.random.Generator.from_seed(seed + 1)  # not the flips' draws
+
+    def move(batch):
+        count, height, width = tf.shape(batch)[0], tf.shape(batch)[1], tf.shape(batch)[2]
+        padding = [[0, 0], [shift, shift], [shift, shift], [0, 0]]
+        padded = tf.pad(batch, padding, mode="SYMMETRIC")
+        offsets = generator.uniform((count, 2), 0, 2 * shift + 1, dtype=tf.int32)
+        rows = offsets[:, :1] + tf.range(height)[tf.newaxis, :]
+        columns = offsets[:, 1:] + tf.range(width)[tf.newaxis, :]
+        moved = tf.gather(padded, rows, axis=1, batch_dims=1)
+        return tf.gather(moved, columns, axis=2, batch_dims=1)
+
+    return move
 
 
 def _mapping_of(images: np.ndarray):
@@ -470,6 +491,7 @@ def train_vae(
             train_config.seed,
             train_indices,
             flip=train_config.flip,
+            shift=train_config.shift,
         ),
         validation_data=(
             _batches(tf, validation_images, batch_size, False, 0, validation_indices)

@@ -75,6 +75,7 @@ def settings(run: runs.RunInfo) -> str:
         f"batch size {train.batch_size} · learning rate {train.learning_rate:g}"
         + (" (cosine)" if train.lr_schedule == "cosine" else "")
         + (" · mirrored images" if train.flip else "")
+        + (f" · images moved up to {train.shift} px" if train.shift else "")
         + (f" · continued from `{Path(start).name}`" if start else "")
     )
 

@@ -53,8 +53,9 @@ def saved_runs(tmp_path_factory) -> Path:
             encoder,
             decoder,
             model_config=ModelConfig(),
-            # alpha fine-tuned another run with a cosine schedule and flips; beta is plain
-            train_config=TrainConfig(epochs=2, lr_schedule="cosine", flip=True)
+            # alpha fine-tuned another run with a cosine schedule, flips and shifts; beta
+            # is plain
+            train_config=TrainConfig(epochs=2, lr_schedule="cosine", flip=True, shift=2)
             if name == "alpha"
             else TrainConfig(epochs=2),
             data_config=DataConfig(),
@@ -117,7 +118,8 @@ def test_lists_both_runs_newest_first_and_marks_the_active_one(two_runs):
     assert "Trained on 18 images, validated on 2 from `dogs.csv`." in texts(at.markdown)
     beta, alpha = [text.value for text in at.markdown if "Preset **seed**" in text.value]
     assert alpha.endswith(
-        "learning rate 0.001 (cosine) · mirrored images · continued from `default`"
+        "learning rate 0.001 (cosine) · mirrored images · images moved up to 2 px · "
+        "continued from `default`"
     )
     assert beta.endswith("learning rate 0.001")
     assert len(at.get("vega_lite_chart")) == 2

@@ -104,6 +104,8 @@ def test_train_output(tmp_path, image_folder, capsys):
             "--limit",
             "10",
             "--flip",
+            "--shift",
+            "2",
             "--lr-schedule",
             "cosine",
         ]
@@ -119,6 +121,7 @@ def test_train_output(tmp_path, image_folder, capsys):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 3
     assert saved["train"]["flip"] is True and saved["train"]["lr_schedule"] == "cosine"
+    assert saved["train"]["shift"] == 2
 
 
 def test_report_prints_json_with_every_unreadable_file(dataset_csv, capsys):

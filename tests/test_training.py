@@ -390,6 +390,47 @@ def test_flips_mirror_about_half_the_images_afresh_every_epoch(tmp_path, memory)
     np.testing.assert_array_equal(unflipped, images)  # and none without flip
 
 
+@pytest.mark.parametrize("memory", ["tensor", "mapped"])
+def test_shifts_move_each_image_by_its_own_offset_afresh_every_epoch(tmp_path, memory):
+    import tensorflow as tf
+
+    from dogvae.training import _batches
+
+    # One bright 6x4 block per image, away from the edges so that no offset cuts it.
+    images = np.zeros((24, 32, 32, 1), np.uint8)
+    for i in range(24):
+        images[i, 10:16, 12:16] = 100 + i
+    source = memory_mapped(images, tmp_path) if memory == "mapped" else images
+    dataset = _batches(tf, source, 8, False, 5, shift=3)
+    offsets_per_epoch = []
+    for _ in range(3):
+        batch = np.concatenate(epoch_batches(dataset))
+        offsets = []
+        for i, image in enumerate(batch):
+            rows, columns = np.nonzero(image[..., 0])
+            assert len(rows) == 24 and set(image[rows, columns, 0]) == {100 + i}  # moved whole
+            assert rows.max() - rows.min() == 5 and columns.max() - columns.min() == 3
+            offsets.append((int(rows.min()) - 10, int(columns.min()) - 12))
+        assert all(-3 <= dy <= 3 and -3 <= dx <= 3 for dy, dx in offsets)
+        assert len(set(offsets)) > 8  # each image its own offset
+        offsets_per_epoch.append(tuple(offsets))
+    assert len(set(offsets_per_epoch)) == 3  # a new draw every epoch
+    # The edge is mirrored into the gap: a block at the border stays at the border.
+    edge = np.zeros((8, 32, 32, 1), np.uint8)
+    edge[:, :, :4] = 255  # a bar 4 wide: however it moves, its mirror fills column 0
+    moved = np.concatenate(epoch_batches(_batches(tf, edge, 8, False, 5, shift=3)))
+    assert (moved[:, :, 0] == 255).all() and (moved[:, :, 8:] == 0).all()
+    unmoved = np.concatenate(epoch_batches(_batches(tf, source, 8, False, 5)))
+    np.testing.assert_array_equal(unmoved, images)  # and none without shift
+
+
+def test_shift_is_refused_beyond_its_bounds():
+    assert TrainConfig(shift=8).validate().shift == 8
+    for wrong in (-1, 9, 2.5, "2", True):
+        with pytest.raises(ValueError, match="shift must be from 0 to 8 pixels"):
+            TrainConfig(shift=wrong).validate()
+
+
 def test_training_with_flips_runs_and_records_the_setting(tmp_path):
     result = train_vae(blobs(32), None, TINY, TrainConfig(epochs=1, batch_size=8, flip=True))
     assert result.status == "finished" and len(result.history) == 1
