@@ -8,6 +8,7 @@ with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -163,8 +164,22 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder that image paths must stay inside")
 
 
-# Signals that stop a training after its current batch and save it.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Signals that stop a training after its current batch and save it: Ctrl-C; kill,
+# systemd, docker stop or a batch scheduler; and a closed terminal or ssh session.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _away_from_the_terminal() -> None:
+    """Point stdout and stderr at /dev/null: the terminal has hung up, and a write to it
+    would fail and end the training before it could save."""
+    with open(os.devnull, "wb") as nowhere:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(nowhere.fileno(), stream.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,14 +278,16 @@ def _train(args) -> int:
     stop = threading.Event()
 
     def stop_on_signal(signum, frame):
+        if signum == getattr(signal, "SIGHUP", None):
+            _away_from_the_terminal()
         if stop.is_set():
             raise KeyboardInterrupt
         again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"stopping after this batch ({again} again to abort without saving)", flush=True)
         stop.set()
 
-    # SIGTERM too (kill, systemd, docker stop, a batch scheduler): a training
-    # ended that way saves what it has, like Ctrl-C, instead of losing every epoch.
+    # SIGTERM and SIGHUP too: a training ended that way saves what it has, like
+    # Ctrl-C, instead of losing every epoch.
     previous = {number: signal.signal(number, stop_on_signal) for number in STOP_SIGNALS}
 
     def on_event(event):

@@ -362,9 +362,10 @@ def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
     assert "differs from the run in --init-from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_signal):
-    """Ctrl-C, kill or docker stop: the run so far is saved, not lost, and the exit is clean."""
+    """Ctrl-C, kill, docker stop or a closed terminal: the run so far is saved, not lost,
+    and the exit is clean."""
     import signal
 
     from tests.conftest import read_until, start_python, write_dogs
@@ -377,12 +378,21 @@ def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_sig
     try:
         read_until(child, "epoch 1/", timeout_s=240)
         child.send_signal(getattr(signal, stop_signal))
-        out, err = child.communicate(timeout=120)
+        if stop_signal == "SIGHUP":
+            # The terminal is gone: nothing reads the output any more, and a write
+            # to it fails.
+            child.stdout.close()
+            child.stderr.close()
+            child.wait(timeout=120)
+            out = err = ""
+        else:
+            out, err = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
     assert child.returncode == 0, err
-    assert "stopping after this batch" in out and "(stopped)" in out, out
+    if stop_signal != "SIGHUP":
+        assert "stopping after this batch" in out and "(stopped)" in out, out
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["status"] == "stopped" and 1 <= saved["epochs_completed"] < 10000
