@@ -17,7 +17,7 @@ $(STAMP): requirements.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/python -m streamlit run streamlit_app.py
+	$(VENV)/bin/python -m streamlit run serve.py
 
 # Real-browser tests drive Debian's chromium (Playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium

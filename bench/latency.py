@@ -4,7 +4,7 @@
     python bench/latency.py --presses 200 --starts 5
 
 Two measurements, each against the app as a user runs it (``streamlit run
-streamlit_app.py``, the bundled default model active):
+serve.py``, the bundled default model active):
 
 * **Slider latency** (Generate page): from a key press on the first latent
   slider to the new image on screen. Both ends are taken in the page with its
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
             pages = {
                 "home (Data)": (None, "/", "Give dogvae dog photos"),
-                # A direct link: Streamlit's client also probes /generate/_stcore/... (404s).
+                # A direct link to a page (dogvae.web.PinServerRoot spares it Streamlit's probes).
                 "generate": (None, "/generate", "Latent sliders"),
                 "one_line_streamlit": (str(one_line), "/", "A one-line page."),
             }

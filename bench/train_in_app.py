@@ -7,7 +7,7 @@ The same small training (the seed preset, batch 32) runs three ways:
 
 * ``in_process``: a TrainingJob in this process with nobody watching, as the
   CLI trains;
-* ``app``: ``streamlit run streamlit_app.py`` as configured in
+* ``app``: ``streamlit run serve.py`` as configured in
   .streamlit/config.toml, with a chromium tab on the Train page, whose live
   chart reruns every second while the training runs;
 * ``app_streamlit_cleanup``: the same with Streamlit's own clean-up after

@@ -641,6 +641,19 @@ def _register_exit_hook() -> None:
             _exit_hook_registered = True
 
 
+def stop_running_jobs() -> list[TrainingJob]:
+    """Tell every running training that the server is shutting down; do not wait.
+
+    Each ends after its current batch and saves from its own thread. Safe to call
+    from a signal handler, and more than once. Returns the jobs it told.
+    """
+    jobs = [job for job in list(_running_jobs.values()) if job.running]
+    for job in jobs:
+        job.shut_down = True
+        job.stop()
+    return jobs
+
+
 def save_running_jobs(timeout: float = SHUTDOWN_SAVE_SECONDS) -> list[TrainingJob]:
     """Stop every running training and wait up to ``timeout`` s for each to save.
 
@@ -648,10 +661,7 @@ def save_running_jobs(timeout: float = SHUTDOWN_SAVE_SECONDS) -> list[TrainingJo
     server stopped by Ctrl-C, SIGTERM or ``docker stop`` would kill them mid-epoch and
     lose the training. Returns the jobs it stopped.
     """
-    jobs = [job for job in list(_running_jobs.values()) if job.running]
-    for job in jobs:
-        job.shut_down = True
-        job.stop()
+    jobs = stop_running_jobs()
     deadline = time.monotonic() + timeout
     for job in jobs:
         saved = job.wait(max(0.0, deadline - time.monotonic())) and job.run_dir is not None

@@ -78,7 +78,8 @@ def running_app(
     env: dict[str, str] | None = None,
     script: str | None = None,
 ) -> Iterator[str]:
-    """Start ``streamlit run streamlit_app.py`` on a free port; yield its URL; stop it.
+    """Start ``streamlit run serve.py`` (as ``make run`` does) on a free port; yield its
+    URL; stop it.
 
     ``script`` runs another Streamlit script instead (a benchmark's yardstick page).
 
@@ -100,7 +101,7 @@ def running_app(
         "-m",
         "streamlit",
         "run",
-        script or "streamlit_app.py",
+        script or "serve.py",
         "--server.headless=true",
         f"--server.port={port}",
         "--server.address=127.0.0.1",

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import json
 import re
+import signal
 import time
 import zipfile
 from pathlib import Path
@@ -26,6 +27,8 @@ from PIL import Image
 from tests.browser_helpers import (
     MAIN,
     MAIN_PROGRESS,
+    BrowserErrors,
+    assert_no_exception,
     broken_images,
     browser_unavailable,
     chromium,
@@ -326,6 +329,34 @@ def test_models_page_lists_both_runs(user):
     assert page.get_by_text("Stopped before the last epoch").count() == 1
 
 
+def test_a_link_straight_to_a_page_opens_it_without_probes_or_errors(user, app_url):
+    """A bookmark or shared link to /generate: the client asks the server's root at once.
+
+    Plain ``streamlit run streamlit_app.py`` first probes /generate/_stcore/health and
+    /generate/_stcore/host-config, and the console shows their two 404s.
+    """
+    page = user[0].context.new_page()
+    errors = BrowserErrors(page)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    try:
+        page.goto(f"{app_url}/generate")
+        page.get_by_role("heading", name="Generate", level=1).wait_for()
+        wait_idle(page)
+        assert_no_exception(page)
+        api = [url for url in asked if "_stcore/" in url]
+        assert f"{app_url}/_stcore/health" in api and f"{app_url}/_stcore/host-config" in api
+        assert not [url for url in api if "/generate/" in url], api
+        go_to(page, "Models")  # the sidebar's links still lead where they should
+        assert page.url == f"{app_url}/models"
+        page.reload()
+        page.get_by_role("heading", name="Models", level=1).wait_for()
+        wait_idle(page)
+        assert errors.take_unexpected() == []
+    finally:
+        page.close()
+
+
 def test_a_server_told_to_stop_saves_the_training_it_was_running(user, folders):
     """SIGTERM (kill, docker stop) while a training runs: the server saves it before exiting.
 
@@ -346,7 +377,8 @@ def test_a_server_told_to_stop_saves_the_training_it_was_running(user, folders):
         batches = re.compile(r"Epoch \d+/500 · batch [1-9]")
         page.locator(MAIN_PROGRESS, has_text=batches).wait_for(timeout=120_000)
         code = shut_down(url)
-    assert code == 0, log_tail(log)
+    # After saving, the server ends by re-raising the SIGTERM, as uvicorn does.
+    assert code in (0, -signal.SIGTERM), log_tail(log)
     config = json.loads((runs / "browser-shutdown" / "config.json").read_text())
     assert config["status"] == "stopped" and config["epochs_completed"] < 500
     assert "dogvae: the server is shutting down; saved browser-shutdown (stopped)" in (
