@@ -36,6 +36,16 @@ def start_python(*args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     )
 
 
+@pytest.fixture(scope="module")
+def needs_browser() -> None:
+    """Skip where the real-browser tests cannot run (no chromium, no Playwright)."""
+    from tests.browser_helpers import browser_unavailable
+
+    reason = browser_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
 def read_until(child: subprocess.Popen, wanted: str, timeout_s: float) -> str:
     """Read the child's output until a line contains ``wanted``; that line, else fail."""
     deadline = time.monotonic() + timeout_s

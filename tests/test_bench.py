@@ -131,15 +131,6 @@ def test_scale_bench_on_a_few_synthetic_images():
     assert result["rss_mb"]["peak_mb"] > 0
 
 
-@pytest.fixture
-def needs_browser() -> None:
-    from browser_helpers import browser_unavailable
-
-    reason = browser_unavailable()
-    if reason:
-        pytest.skip(reason)
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_latency_bench_in_a_real_browser(needs_browser):

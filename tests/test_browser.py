@@ -30,7 +30,6 @@ from tests.browser_helpers import (
     BrowserErrors,
     assert_no_exception,
     broken_images,
-    browser_unavailable,
     chromium,
     go_to,
     log_tail,
@@ -46,20 +45,14 @@ from tests.browser_helpers import (
 )
 from tests.conftest import make_broken, make_png, write_dogs
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# needs_browser first: without a browser, skip before any server starts.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("needs_browser")]
 
 IMAGES = 40  # enough for an epoch to take a few reports at batch size 2, fast to train
 FIRST_RUN = "browser-first"
 FIRST_EPOCHS = 10
 STOPPED_RUN = "browser-stopped"
 CHART = f'{MAIN} [data-testid="stVegaLiteChart"]'
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_a_browser():
-    reason = browser_unavailable()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
