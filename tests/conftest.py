@@ -36,6 +36,18 @@ def start_python(*args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     )
 
 
+def run_python(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository, run to its end: exit code, stdout and stderr."""
+    child = start_python(*args)
+    try:
+        out, err = child.communicate(timeout=timeout_s)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
 @pytest.fixture(scope="module")
 def needs_browser() -> None:
     """Skip where the real-browser tests cannot run (no chromium, no Playwright)."""

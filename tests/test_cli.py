@@ -1,32 +1,20 @@
 """The command line: every command, and its bad inputs ending in one clear line."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dogvae.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_python
 
 
 def run_cli(*args, timeout=300):
     """Run ``python -m dogvae`` as a user would; returns (exit code, stdout, stderr)."""
-    process = subprocess.run(
-        [sys.executable, "-m", "dogvae", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    process = run_python("-m", "dogvae", *args, timeout_s=timeout)
     return process.returncode, process.stdout, process.stderr
 
 
@@ -59,9 +47,9 @@ def test_help_is_fast_and_does_not_import_tensorflow():
         "import sys, time; t = time.perf_counter(); from dogvae.cli import build_parser;"
         "build_parser().format_help(); print(time.perf_counter() - t, 'tensorflow' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
+    process = run_python("-c", code)
+    assert process.returncode == 0, process.stderr[-2000:]
+    out = process.stdout.split()
     assert out[1] == "False"
     started = time.perf_counter()
     code, stdout, _ = run_cli("--help")

@@ -2,13 +2,10 @@
 
 import io
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +13,7 @@ from PIL import Image
 
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import decode_image, load_dataset
-from tests.conftest import read_until, start_python
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import read_until, run_python, start_python
 
 
 def jpeg_bytes(image: Image.Image) -> bytes:
@@ -82,14 +77,7 @@ def test_a_20000_pixel_square_image_is_refused_without_allocating_it(tmp_path):
         print(json.dumps({{"reason": item.reason, "detail": item.detail,
                            "rss_mb": peak_kb / 1024}}))
     """)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    out = run_python("-c", script, timeout_s=120)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["reason"] == "too large" and result["detail"] == "400,000,000 pixels"
