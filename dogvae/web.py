@@ -22,14 +22,20 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Paths under these serve files, media and the client's API, never a page.
-_NOT_PAGES = ("_stcore/", "static/", "media/", "component/", "app/static/", "favicon")
+# Paths under these serve files and media, never a page (nor does any path
+# holding ``_stcore/``, the client's API, wherever it is appended).
+_NOT_PAGES = ("static/", "media/", "component/", "app/static/", "favicon")
+
+
+def _trimmed(base_path: str) -> str:
+    """``server.baseUrlPath`` without empty parts: "/a//b/" -> "a/b"."""
+    return "/".join(part for part in base_path.split("/") if part)
 
 
 def root_script(base_path: str = "") -> bytes:
     """The <script> that points the client at the server's root, ``/base_path/``."""
-    root = "/" + "/".join(part for part in base_path.split("/") if part)
-    root = root.rstrip("/") + "/"
+    base = _trimmed(base_path)
+    root = f"/{base}/" if base else "/"
     return (
         "<script>window.__streamlit=Object.assign(window.__streamlit||{},"
         f"{{BACKEND_BASE_URL:new URL({json.dumps(root)},window.location.origin).href}})"
@@ -48,7 +54,7 @@ class PinServerRoot:
 
     def __init__(self, app: ASGIApp, base_path: str = "") -> None:
         self.app = app
-        self.base = "/".join(part for part in base_path.split("/") if part)
+        self.base = _trimmed(base_path)
         self.script = root_script(base_path)
 
     def _is_page(self, scope: Scope) -> bool:

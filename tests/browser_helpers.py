@@ -286,12 +286,15 @@ def assert_no_exception(page: Any) -> None:
         raise AssertionError(f"the app shows an exception: {boxes.first.inner_text()}")
 
 
-def open_app(context: Any, url: str) -> tuple[Any, BrowserErrors]:
-    """A new tab on the app's first page (Data), loaded and idle, and its errors from the start."""
+def open_app(
+    context: Any, url: str, path: str = "", title: str = "Data"
+) -> tuple[Any, BrowserErrors]:
+    """A new tab on the app at ``path`` (default: its first page, Data, titled ``title``),
+    loaded and idle, and its errors from the start."""
     page = context.new_page()
     errors = BrowserErrors(page)
-    page.goto(url)
-    page.get_by_role("heading", name="Data", level=1).wait_for()
+    page.goto(f"{url}{path}")
+    page.get_by_role("heading", name=title, level=1).wait_for()
     wait_idle(page)
     assert_no_exception(page)
     return page, errors

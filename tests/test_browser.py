@@ -27,8 +27,6 @@ from PIL import Image
 from tests.browser_helpers import (
     MAIN,
     MAIN_PROGRESS,
-    BrowserErrors,
-    assert_no_exception,
     broken_images,
     chromium,
     go_to,
@@ -328,15 +326,16 @@ def test_a_link_straight_to_a_page_opens_it_without_probes_or_errors(user, app_u
     Plain ``streamlit run streamlit_app.py`` first probes /generate/_stcore/health and
     /generate/_stcore/host-config, and the console shows their two 404s.
     """
-    page = user[0].context.new_page()
-    errors = BrowserErrors(page)
+    context = user[0].context
     asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url))
+
+    def note(request):
+        asked.append(request.url)
+
+    context.on("request", note)  # before the tab opens: its first requests are the probes
+    page, errors = open_app(context, app_url, "/generate", "Generate")
+    context.remove_listener("request", note)
     try:
-        page.goto(f"{app_url}/generate")
-        page.get_by_role("heading", name="Generate", level=1).wait_for()
-        wait_idle(page)
-        assert_no_exception(page)
         api = [url for url in asked if "_stcore/" in url]
         assert f"{app_url}/_stcore/health" in api and f"{app_url}/_stcore/host-config" in api
         assert not [url for url in api if "/generate/" in url], api
