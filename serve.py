@@ -6,13 +6,18 @@ Streamlit's ASGI server (``st.App``) with two additions:
 * dogvae.web's PinServerRoot, so that a link straight to a page (``/generate``)
   opens without the client first probing addresses that do not exist;
 * a server stopped by Ctrl-C, SIGTERM or ``docker stop`` saves the trainings it
-  is running: they are told to stop the moment the signal arrives, and the
-  server waits for them to save before it exits (by re-raising the signal, as
-  uvicorn does).
+  is running: they are told to stop the moment the signal arrives and saved
+  from a thread of their own, and the server exits once they are saved (by
+  re-raising the signal, as uvicorn does).
 """
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
+import threading
+import time
 
 import streamlit as st
 from starlette.middleware import Middleware
@@ -20,13 +25,38 @@ from starlette.middleware import Middleware
 from dogvae.training import save_running_jobs, stop_running_jobs
 from dogvae.web import PinServerRoot, before_signals
 
+# Uvicorn waits, with no time limit, for every open connection to close before it
+# shuts the app down, and now and then one never does (seen in the browser tests;
+# which connection, not found).
+# Once the trainings are saved, the server gets this long to exit by itself.
+EXIT_GRACE_SECONDS = 15.0
+
+_saving = threading.Lock()
+_saved = threading.Event()  # set once the trainings running at the signal are saved
+
+
+def _save_then_exit() -> None:
+    save_running_jobs()
+    _saved.set()
+    time.sleep(EXIT_GRACE_SECONDS)  # a daemon thread: a server that exits ends it here
+    print("dogvae: a connection did not close; exiting", file=sys.stderr, flush=True)
+    os._exit(128 + signal.SIGTERM)  # as a shell reports a death by SIGTERM
+
+
+def _on_signal() -> None:
+    stop_running_jobs()
+    if _saving.acquire(blocking=False):  # the first signal only
+        threading.Thread(target=_save_then_exit, name="dogvae-save", daemon=True).start()
+
 
 @contextlib.asynccontextmanager
 async def lifespan(_app):
-    before_signals(stop_running_jobs)
+    before_signals(_on_signal)
     yield
-    # In a thread: each training saves from its own thread while this one waits.
-    await asyncio.to_thread(save_running_jobs)
+    if _saving.locked():  # a signal came: its thread saves, this one waits for it
+        await asyncio.to_thread(_saved.wait)
+    else:
+        await asyncio.to_thread(save_running_jobs)
 
 
 app = st.App(

@@ -185,3 +185,23 @@ def test_before_signals_keeps_a_default_signal_deadly():
     out, err = child.communicate(timeout=60)
     assert out == "saved\n", err
     assert child.returncode == -signal.SIGUSR1
+
+
+def test_a_server_stuck_after_its_signal_exits_once_the_trainings_are_saved():
+    """serve.py's safety net: uvicorn waits for every connection to close, for ever."""
+    from tests.conftest import start_python
+
+    code = (
+        "import time, serve\n"
+        "serve.EXIT_GRACE_SECONDS = 0.5\n"
+        "serve._on_signal()\n"
+        "serve._on_signal()  # a second signal starts no second saver\n"
+        "assert serve._saved.wait(30)\n"
+        "print('saved', flush=True)\n"
+        "time.sleep(60)  # the server, stuck waiting for a connection\n"
+    )
+    child = start_python("-c", code)
+    out, err = child.communicate(timeout=120)
+    assert out == "saved\n", err[-2000:]
+    assert child.returncode == 128 + 15
+    assert "dogvae: a connection did not close; exiting" in err
