@@ -120,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
     generate.add_argument(
         "--sampler",
-        choices=("auto", "prior", "data"),
+        choices=("auto", "near", "data", "prior"),
         default="auto",
-        help="prior: N(0, I); data: a Gaussian fitted to the training dogs' latent means; "
-        "auto (default): data when the run recorded those means, else prior",
+        help="near: variations of training dogs, each drawn from one training photo's "
+        "posterior; data: a Gaussian fitted to the training dogs' latent means; prior: N(0, I); "
+        "auto (default): near, else data, else prior, as far as the run recorded its training "
+        "codes",
     )
     generate.add_argument(
         "--temperature", type=_number, default=1.0, help="spread of the samples (default 1)"
@@ -153,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
     evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
     evaluate.set_defaults(handler=_evaluate)
+
+    stats = commands.add_parser(
+        "stats",
+        help="record a run's latent statistics (sliders, sampling) from its training data",
+    )
+    stats.add_argument("run", help="a run folder written by train")
+    stats.add_argument("data", help="the CSV, ZIP or folder it was trained on")
+    stats.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    stats.add_argument("--data-root", help="folder that image paths must stay inside")
+    stats.set_defaults(handler=_stats)
     return parser
 
 
@@ -353,17 +365,28 @@ def _generate(args) -> int:
 
     latent.check_temperature(args.temperature)
     stats = read_latent_stats(args.run) if args.sampler != "prior" else None
-    if args.sampler == "data" and stats is None:
+    sampler = args.sampler
+    if sampler == "auto":
+        sampler = "prior" if stats is None else "near" if "point_log_vars" in stats else "data"
+    if sampler in ("near", "data") and stats is None:
         raise ValueError(
             f"{args.run} has no latent statistics (latent_stats.npz) to sample like the data; "
-            "use --sampler prior"
+            f"`python -m dogvae stats {args.run} DATA` records them, or use --sampler prior"
+        )
+    if sampler == "near" and "point_log_vars" not in stats:
+        raise ValueError(
+            f"{args.run} has no log-variances of its training codes; `python -m dogvae stats "
+            f"{args.run} DATA` records them, or use --sampler data"
         )
     run = _load_run(args.run)
     from dogvae.model import decode
 
     if stats is not None and len(stats["mean"]) != run.info.model_config.latent_dim:
         raise ValueError(f"{args.run}: latent_stats.npz does not match the model's latent size")
-    if stats is not None:
+    if sampler == "near":
+        z = latent.sample_near_data(args.n, stats, args.seed, args.temperature)
+        what = "the posteriors of training dogs"
+    elif sampler == "data":
         z = latent.sample_like_data(args.n, stats, args.seed, args.temperature)
         what = "the training dogs' latent distribution"
     else:
@@ -446,6 +469,23 @@ def _evaluate(args) -> int:
         "train_seconds": info.config.get("seconds"),
     }
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _stats(args) -> int:
+    from dogvae.runs import read_run_info, write_latent_stats
+
+    info = read_run_info(args.run)
+    data_config = replace(info.data_config, limit=args.limit)
+    dataset = _load(args, data_config).require_images()
+    if dataset.report.train < 2:
+        raise ValueError(f"{args.data} has {dataset.report.train} training images; need 2")
+    run = _load_run(args.run)
+    from dogvae.training import MAX_STATISTICS_IMAGES, training_statistics
+
+    path = write_latent_stats(info.path, training_statistics(run.encoder, dataset))
+    encoded = min(dataset.report.train, MAX_STATISTICS_IMAGES)
+    print(f"wrote {path}: latent statistics of {encoded} training images of {args.data}")
     return 0
 
 

@@ -131,6 +131,59 @@ def sample_like_data(
     return (mean + (draws * spread) @ components).astype(np.float32)
 
 
+def sample_near_data(
+    n: int, stats: dict[str, np.ndarray], seed: int | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """Draws latent vectors from the posteriors of randomly chosen training images.
+
+    Each draw picks one of the run's stored training codes (``points``) and
+    samples its posterior N(z_mean, exp(z_log_var)): a draw from the aggregate
+    posterior, the distribution the decoder was trained on. The decoded images
+    are variations of training dogs, so they look far more like dogs than
+    draws from the prior or from one Gaussian over the codes, which land
+    between the dogs; the nearest-training-image check shows how close each
+    one stays to a photo.
+
+    Args:
+        n: Number of vectors, at least 1.
+        stats: A run's latent statistics with ``points`` and ``point_log_vars``
+            (``latent_statistics`` given the log-variances).
+        seed: As in :func:`sample_latents`: the same seed makes the same draws.
+        temperature: Scales each posterior's spread, 0 to MAX_TEMPERATURE; at 0
+            every draw is a stored training code itself.
+
+    Returns:
+        ``(n, latent_dim)`` float32 array.
+
+    Raises:
+        ValueError: If the statistics lack the points or their log-variances,
+            do not fit together or are not finite, or an argument is out of range.
+    """
+    n = _check_int("n", n, minimum=1)
+    temperature = check_temperature(temperature)
+    if not isinstance(stats, dict) or "point_log_vars" not in stats or "points" not in stats:
+        raise ValueError(
+            "sampling near the training dogs needs the run's training codes and their "
+            "log-variances, which runs saved before this sampler lack; `python -m dogvae stats "
+            "RUN DATA` records them"
+        )
+    points = _finite_float64("points", np.asarray(stats["points"], dtype=np.float64))
+    log_vars = _finite_float64("point_log_vars", np.asarray(stats["point_log_vars"], np.float64))
+    if points.ndim != 2 or len(points) < 1 or log_vars.shape != points.shape:
+        raise ValueError(
+            f"latent statistics do not fit together: points {points.shape}, "
+            f"point_log_vars {log_vars.shape}"
+        )
+    if seed is not None:
+        seed = _check_int("seed", seed, minimum=0)
+    # Two streams, so that a larger n extends a smaller one with the same seed.
+    choices, noise = np.random.default_rng(seed).spawn(2)
+    chosen = choices.integers(0, len(points), n)
+    draws = noise.standard_normal((n, points.shape[1]))
+    spread = temperature * np.exp(0.5 * np.clip(log_vars[chosen], -30.0, 30.0))
+    return (points[chosen] + draws * spread).astype(np.float32)
+
+
 def lerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
     """Linear interpolation ``(1 - t) * a + t * b``.
 
@@ -411,26 +464,44 @@ def slider_basis(
     )
 
 
-def latent_statistics(z_means: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """What a run keeps about its training set's latent means, for sliders and plots.
+def latent_statistics(
+    z_means: np.ndarray, z_log_vars: np.ndarray | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """What a run keeps about its training set's latent codes, for sliders, sampling and plots.
+
+    Args:
+        z_means: ``(n, latent_dim)`` posterior means of the training images, n at least 2.
+        z_log_vars: Their posterior log-variances, the same shape, or None.
+        seed: Seed of the random subset kept as ``points``.
 
     Returns:
-        ``mean``, ``components`` and ``variance`` (PCA, all directions) and
+        ``mean``, ``components`` and ``variance`` (PCA, all directions);
         ``points``: up to MAX_SCATTER_POINTS of the means themselves (a random
-        subset), for a scatter plot of 2-D latents.
+        subset), for a scatter plot of 2-D latents and for
+        :func:`sample_near_data`; with ``z_log_vars``, also ``point_log_vars``:
+        the log-variances of those same points.
     """
     z_means = np.asarray(z_means, dtype=np.float32)
     if z_means.ndim != 2 or len(z_means) < 2:
         raise ValueError(f"need at least 2 latent means (n, d), got shape {z_means.shape}")
+    if z_log_vars is not None:
+        z_log_vars = np.asarray(z_log_vars, dtype=np.float32)
+        if z_log_vars.shape != z_means.shape:
+            raise ValueError(
+                f"latent log-variances {z_log_vars.shape} do not match the means {z_means.shape}"
+            )
     mean, components, variance = pca_directions(z_means)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(z_means))[:MAX_SCATTER_POINTS])
-    return {
+    stats = {
         "mean": mean.astype(np.float32),
         "components": components.astype(np.float32),
         "variance": variance.astype(np.float32),
         "points": z_means[keep],
     }
+    if z_log_vars is not None:
+        stats["point_log_vars"] = z_log_vars[keep]
+    return stats
 
 
 def nearest_images(

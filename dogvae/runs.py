@@ -40,6 +40,8 @@ MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
 RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
 LATENT_STATS_KEYS = ("mean", "components", "variance", "points")
+# Optional: the posterior log-variances of the points, for sampling near the training dogs.
+POINT_LOG_VARS = "point_log_vars"
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -183,7 +185,7 @@ def save_run(
         _write_text(temp / "history.csv", _history_csv(history))
         if latent_stats is not None:
             with (temp / LATENT_STATS).open("wb") as handle:
-                np.savez(handle, **{key: latent_stats[key] for key in LATENT_STATS_KEYS})
+                np.savez(handle, **_stats_to_save(latent_stats))
                 handle.flush()
                 os.fsync(handle.fileno())
         # config.json last: a folder with it is complete.
@@ -364,7 +366,8 @@ def read_latent_stats(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's latent statistics (see ``latent.latent_statistics``), or None.
 
     None when the run has none (older or foreign runs) or the file is damaged:
-    the app then falls back to plain latent axes. Never unpickles.
+    the app then falls back to plain latent axes. ``point_log_vars`` is there
+    only when the file has it in the shape of ``points``. Never unpickles.
     """
     path = Path(run_dir) / LATENT_STATS
     if not path.is_file():
@@ -372,12 +375,40 @@ def read_latent_stats(run_dir: str | Path) -> dict[str, Any] | None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             stats = {key: np.asarray(archive[key], dtype=np.float32) for key in LATENT_STATS_KEYS}
+            if POINT_LOG_VARS in archive.files:
+                log_vars = np.asarray(archive[POINT_LOG_VARS], dtype=np.float32)
+                if log_vars.shape == stats["points"].shape:
+                    stats[POINT_LOG_VARS] = log_vars
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
     dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
     if dim < 1 or stats["components"].ndim != 2 or stats["components"].shape[1] != dim:
         return None
     return stats
+
+
+def write_latent_stats(run_dir: str | Path, latent_stats: dict[str, Any]) -> Path:
+    """Replace a run's latent_stats.npz atomically (the rest of the run is untouched)."""
+    run_dir = Path(run_dir)
+    read_run_info(run_dir)  # a dogvae run, or a clear error
+    path = run_dir / LATENT_STATS
+    temp = path.with_name(f".{LATENT_STATS}.tmp-{os.getpid()}")
+    try:
+        with temp.open("wb") as handle:
+            np.savez(handle, **_stats_to_save(latent_stats))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise OSError(error.errno, f"could not write {path}: {error.strerror or error}") from error
+    _fsync_dir(run_dir)
+    return path
+
+
+def _stats_to_save(latent_stats: dict[str, Any]) -> dict[str, np.ndarray]:
+    keys = LATENT_STATS_KEYS + ((POINT_LOG_VARS,) if POINT_LOG_VARS in latent_stats else ())
+    return {key: np.asarray(latent_stats[key], dtype=np.float32) for key in keys}
 
 
 def delete_run(run_dir: str | Path) -> None:

@@ -558,19 +558,6 @@ def train_and_save(
     )
     if not is_chief():
         return Path(out_dir), result  # the chief saves; every worker trained the same weights
-    from dogvae.model import encode
-
-    rows = train_indices[:MAX_STATISTICS_IMAGES]
-    # In slices, so that a large RGB set is not copied 20,000 images at once, and
-    # through _Gather, so that a memory-mapped set's pages are handed back.
-    gather = _Gather(dataset.images, _mapping_of(dataset.images))
-    z_means = np.concatenate(
-        [np.zeros((0, model_config.latent_dim), np.float32)]
-        + [
-            encode(result.encoder, gather(rows[start : start + 2048]))[0]
-            for start in range(0, len(rows), 2048)
-        ]
-    )
     run_dir = runs.save_run(
         out_dir,
         result.encoder,
@@ -584,10 +571,33 @@ def train_and_save(
         status=result.status,
         message=result.message,
         seconds=result.seconds,
-        latent_stats=latent.latent_statistics(z_means) if len(z_means) >= 2 else None,
+        latent_stats=training_statistics(result.encoder, dataset),
         init_from=init_from,
     )
     return run_dir, result
+
+
+def training_statistics(encoder: Any, dataset: Dataset) -> dict[str, np.ndarray] | None:
+    """The latent statistics of a dataset's training split under ``encoder``.
+
+    Encodes up to MAX_STATISTICS_IMAGES training images and returns
+    ``latent.latent_statistics`` of their means and log-variances (what
+    sliders, sampling and the 2-D scatter use), or None for fewer than 2 images.
+    """
+    from dogvae.model import encode
+
+    rows = dataset.train_indices[:MAX_STATISTICS_IMAGES]
+    # In slices, so that a large RGB set is not copied 20,000 images at once, and
+    # through _Gather, so that a memory-mapped set's pages are handed back.
+    gather = _Gather(dataset.images, _mapping_of(dataset.images))
+    codes = [
+        encode(encoder, gather(rows[start : start + 2048])) for start in range(0, len(rows), 2048)
+    ]
+    if sum(len(means) for means, _ in codes) < 2:
+        return None
+    z_means = np.concatenate([means for means, _ in codes])
+    z_log_vars = np.concatenate([log_vars for _, log_vars in codes])
+    return latent.latent_statistics(z_means, z_log_vars)
 
 
 class TrainingSlots:

@@ -164,9 +164,17 @@ def latent_map_png(_decoder, path: str, modified: float) -> bytes:
 
 
 SAMPLERS = {
-    "data": "like the training dogs",
+    "near": "variations of training dogs",
+    "data": "new dogs like the training set",
     "prior": "from the prior N(0, I)",
 }
+
+
+def available_samplers(stats: dict | None) -> list[str]:
+    """The samplers this run's latent statistics allow, the most dog-like first."""
+    if stats is None:
+        return ["prior"]
+    return list(SAMPLERS) if "point_log_vars" in stats else ["data", "prior"]
 
 
 @st.fragment
@@ -181,13 +189,16 @@ def sampled_dogs() -> None:
     sampler_column, temperature_column = st.columns([3, 3], vertical_alignment="bottom")
     sampler = sampler_column.radio(
         "Draw the latent points",
-        list(SAMPLERS) if stats is not None else ["prior"],
+        available_samplers(stats),
         format_func=SAMPLERS.get,
         horizontal=True,
         key=f"generate-{run.info.name}-sampler",
-        help="Like the training dogs: from a Gaussian with the mean and covariance of the "
-        "training set's latent codes, where the decoder has seen real dogs. The prior is what "
-        "the VAE was trained towards (and what the original script sampled).",
+        help="Variations of training dogs: each point is drawn from the posterior of one "
+        "training photo (the aggregate posterior, what the decoder was trained on), so the "
+        "images look most like dogs and stay close to real photos. New dogs like the training "
+        "set: from one Gaussian with the mean and covariance of the training set's latent "
+        "codes, which also lands between the dogs. The prior is what the VAE was trained "
+        "towards (and what the original script sampled).",
     )
     temperature = temperature_column.slider(
         "Temperature",
@@ -200,7 +211,9 @@ def sampled_dogs() -> None:
         help="The spread of the draws: lower gives plainer, more typical dogs.",
     )
 
-    if sampler == "data":
+    if sampler == "near":
+        z = latent.sample_near_data(count, stats, seed, temperature)
+    elif sampler == "data":
         z = latent.sample_like_data(count, stats, seed, temperature)
     else:
         z = latent.sample_latents(count, latent_dim, seed, temperature)

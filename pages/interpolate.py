@@ -96,11 +96,16 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
         value=default_seed,
         key=f"interpolate-{side.lower()}-seed",
         persist_state="session",
-        help="A random point drawn like the training dogs (as Generate draws them)"
+        help="A random point from the posterior of a random training dog (as Generate draws "
+        "its variations of training dogs)"
+        if stats is not None and "point_log_vars" in stats
+        else "A random point drawn like the training dogs (as Generate draws new dogs)"
         if stats is not None
         else "A random point from the prior N(0, I)",
     )
-    if stats is not None:
+    if stats is not None and "point_log_vars" in stats:
+        point = latent.sample_near_data(1, stats, seed)[0]
+    elif stats is not None:
         point = latent.sample_like_data(1, stats, seed)[0]
     else:
         point = latent.sample_latents(1, config.latent_dim, seed)[0]

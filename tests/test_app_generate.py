@@ -53,10 +53,12 @@ def vivid_decoder(config):
 
 
 def latent_stats(latent_dim: int) -> dict[str, np.ndarray]:
-    """Statistics of made-up latent means: centred on 0.5, a different spread along each axis."""
+    """Statistics of made-up latent codes: means centred on 0.5, a different spread along
+    each axis; log-variances from -4 to 0."""
+    rng = np.random.default_rng(0)
     spreads = np.linspace(2.0, 0.2, latent_dim)
-    means = 0.5 + np.random.default_rng(0).standard_normal((300, latent_dim)) * spreads
-    return latent.latent_statistics(means)
+    means = 0.5 + rng.standard_normal((300, latent_dim)) * spreads
+    return latent.latent_statistics(means, rng.uniform(-4.0, 0.0, means.shape))
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,16 @@ def copy_without_statistics(saved_runs: Path, runs_folder: Path) -> Path:
 @pytest.fixture
 def wide_run(runs_folder, saved_runs) -> Path:
     return copy_without_statistics(saved_runs, runs_folder)
+
+
+@pytest.fixture
+def older_run(tiny_run) -> Path:
+    """The "tiny" run with the latent statistics of runs saved before the "near" sampler:
+    no log-variances of its training codes."""
+    stats = runs.read_latent_stats(tiny_run)
+    del stats[runs.POINT_LOG_VARS]
+    runs.write_latent_stats(tiny_run, stats)
+    return tiny_run
 
 
 @pytest.fixture
@@ -223,7 +235,7 @@ def test_grid_shows_count_samples_and_downloads_them(tiny_run, media):
 
     download = at.download_button(key="generate-grid-download")
     data, file_name = media[download.proto.url]
-    assert file_name == "tiny-samples-data-seed0.png"
+    assert file_name == "tiny-samples-near-seed0.png"
     assert Image.open(io.BytesIO(data)).size == (side, side)
 
     run(at.slider(key="generate-count").set_value(4))
@@ -231,13 +243,16 @@ def test_grid_shows_count_samples_and_downloads_them(tiny_run, media):
     assert pixels(media, image_urls(at)[0]).shape[:2] == (2 * side, 2 * side)
 
 
-def test_samples_are_drawn_like_the_training_dogs_or_from_the_prior(tiny_run, models, media):
+def test_samples_are_variations_of_training_dogs_new_dogs_or_from_the_prior(
+    tiny_run, models, media
+):
     from dogvae.model import decode
 
     at = generate_page()
     sampler = at.radio(key="generate-tiny-sampler")
-    assert sampler.value == "data" and sampler.options == [
-        "like the training dogs",
+    assert sampler.value == "near" and sampler.options == [
+        "variations of training dogs",
+        "new dogs like the training set",
         "from the prior N(0, I)",
     ]
     decoder = models["tiny"][1]
@@ -247,13 +262,29 @@ def test_samples_are_drawn_like_the_training_dogs_or_from_the_prior(tiny_run, mo
         expected = latent.image_grid(decode(decoder, z))[..., 0]
         return np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected)
 
-    assert shows(latent.sample_like_data(16, latent_stats(2), 0))
+    stats = latent_stats(2)
+    assert shows(latent.sample_near_data(16, stats, 0))
     run(at.slider(key="generate-temperature").set_value(0.5))
-    assert shows(latent.sample_like_data(16, latent_stats(2), 0, temperature=0.5))
+    assert shows(latent.sample_near_data(16, stats, 0, temperature=0.5))
+    run(at.radio(key="generate-tiny-sampler").set_value("data"))
+    assert shows(latent.sample_like_data(16, stats, 0, temperature=0.5))
     run(at.radio(key="generate-tiny-sampler").set_value("prior"))
     assert shows(latent.sample_latents(16, 2, 0, temperature=0.5))
     _, file_name = media[at.download_button(key="generate-grid-download").proto.url]
     assert file_name == "tiny-samples-prior-seed0.png"
+
+
+def test_a_run_without_its_codes_log_variances_offers_new_dogs_first(older_run, models, media):
+    from dogvae.model import decode
+
+    at = generate_page()
+    sampler = at.radio(key="generate-tiny-sampler")
+    assert sampler.value == "data"
+    assert sampler.options == ["new dogs like the training set", "from the prior N(0, I)"]
+    expected = latent.image_grid(
+        decode(models["tiny"][1], latent.sample_like_data(16, latent_stats(2), 0))
+    )
+    assert np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected[..., 0])
 
 
 def test_without_latent_statistics_samples_come_from_the_prior(wide_run):
@@ -435,7 +466,7 @@ def test_memorisation_check_pairs_samples_with_their_nearest_training_images(
     # A training set holding an exact copy of the first sample, among noise.
     from dogvae.model import decode
 
-    drawn = latent.sample_like_data(16, latent_stats(2), 0)  # the page's default draw
+    drawn = latent.sample_near_data(16, latent_stats(2), 0)  # the page's default draw
     first = latent.to_uint8(decode(models["tiny"][1], drawn)[:1])
     noise = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
     at.session_state["dataset"] = make_dataset(np.concatenate([noise, first]))

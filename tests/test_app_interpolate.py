@@ -121,17 +121,25 @@ def test_without_a_model_the_page_says_so(runs_folder):
     assert not at.image
 
 
-def test_random_ends_are_drawn_like_the_training_dogs_when_the_run_knows_them(runs_folder, media):
+@pytest.mark.parametrize("with_log_vars", [True, False], ids=["near-training-dogs", "older-run"])
+def test_random_ends_are_drawn_like_the_training_dogs_when_the_run_knows_them(
+    runs_folder, media, with_log_vars
+):
     from dogvae import latent
     from dogvae.config import ModelConfig
     from dogvae.model import build_encoder, decode
 
     decoder = vivid_decoder(ModelConfig())
-    stats = latent.latent_statistics(np.random.default_rng(0).normal(3.0, 0.5, (100, 2)))
+    rng = np.random.default_rng(0)
+    means = rng.normal(3.0, 0.5, (100, 2))
+    stats = latent.latent_statistics(
+        means, rng.uniform(-3, -1, means.shape) if with_log_vars else None
+    )
     save_test_run(runs_folder / "known", build_encoder(ModelConfig()), decoder, latent_stats=stats)
     at = interpolate_page()
     shown = pixels(media, image_url(at, "Seed 1"))[::2, ::2]
-    expected = latent.to_uint8(decode(decoder, latent.sample_like_data(1, stats, 1)))[0, ..., 0]
+    sample = latent.sample_near_data if with_log_vars else latent.sample_like_data
+    expected = latent.to_uint8(decode(decoder, sample(1, stats, 1)))[0, ..., 0]
     assert np.array_equal(shown, expected)
     from_prior = latent.to_uint8(decode(decoder, latent.sample_latents(1, 2, 1)))[0, ..., 0]
     assert not np.array_equal(shown, from_prior)

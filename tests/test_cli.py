@@ -130,18 +130,23 @@ def test_generate_writes_a_grid(trained_run, tmp_path, capsys):
     assert out.read_bytes() == again.read_bytes()  # same seed, same dogs
 
 
-def test_generate_samples_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
+def test_generate_samples_near_or_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     grids = {}
-    for sampler in ("auto", "data", "prior"):
+    described = {
+        "near": "the posteriors of training dogs",
+        "data": "latent distribution",
+        "prior": "the prior N(0, I)",
+    }
+    for sampler in ("auto", "near", "data", "prior"):
         out = tmp_path / f"{sampler}.png"
         args = ["generate", str(run_dir), "--out", str(out), "--sampler", sampler, "--n", "4"]
         assert main([*args, "--temperature", "0.8"]) == 0
         grids[sampler] = out.read_bytes()
         said = capsys.readouterr().out
-        expected = "the prior N(0, I)" if sampler == "prior" else "latent distribution"
-        assert expected in said and "temperature 0.8" in said
-    assert grids["auto"] == grids["data"] != grids["prior"]
+        assert described.get(sampler, described["near"]) in said and "temperature 0.8" in said
+    assert grids["auto"] == grids["near"]
+    assert len({grids["near"], grids["data"], grids["prior"]}) == 3
 
     bare = tmp_path / "bare"
     shutil.copytree(run_dir, bare)
@@ -154,6 +159,33 @@ def test_generate_samples_like_the_data_or_from_the_prior(trained_run, tmp_path,
     args = ["generate", str(run_dir), "--out", str(tmp_path / "d.png"), "--temperature", "9"]
     assert main(args) == 2
     assert "temperature must be from 0 to 2" in capsys.readouterr().err
+
+
+def test_stats_records_the_training_codes_of_an_older_run(trained_run, tmp_path, capsys):
+    from dogvae import runs
+
+    run_dir, images = trained_run
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    stats = runs.read_latent_stats(older)
+    runs.write_latent_stats(older, {key: stats[key] for key in runs.LATENT_STATS_KEYS})
+    out = str(tmp_path / "g.png")
+    assert main(["generate", str(older), "--out", out, "--n", "4"]) == 0
+    assert "latent distribution" in capsys.readouterr().out  # auto: the best it has
+    assert main(["generate", str(older), "--out", out, "--sampler", "near"]) == 2
+    assert f"python -m dogvae stats {older} DATA" in capsys.readouterr().err
+
+    assert main(["stats", str(older), str(images)]) == 0
+    assert "latent statistics of" in capsys.readouterr().out
+    recorded = runs.read_latent_stats(older)
+    for key, value in runs.read_latent_stats(run_dir).items():  # what train itself recorded
+        np.testing.assert_allclose(recorded[key], value, rtol=1e-5, atol=1e-6)
+    assert main(["generate", str(older), "--out", out, "--n", "4"]) == 0
+    assert "the posteriors of training dogs" in capsys.readouterr().out
+
+    assert main(["stats", str(tmp_path / "nothing"), str(images)]) == 2
+    assert "dogvae stats: error" in capsys.readouterr().err
+    assert runs.read_latent_stats(older) is not None
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])

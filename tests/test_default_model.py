@@ -29,7 +29,9 @@ def test_the_default_run_loads_and_draws_dogs():
     images = decode(run.decoder, np.random.default_rng(0).normal(size=(8, 64)))
     assert images.shape == (8, 64, 64, 1)
     assert images.std() > 0.05  # not a flat grey: it draws something
-    assert runs.read_latent_stats(DEFAULT) is not None  # PCA sliders for its 64-dim latent
+    stats = runs.read_latent_stats(DEFAULT)
+    assert stats is not None  # PCA sliders for its 64-dim latent
+    assert stats[runs.POINT_LOG_VARS].shape == stats["points"].shape == (2_000, 64)
 
 
 @pytest.mark.parametrize("page", ["generate", "interpolate"])

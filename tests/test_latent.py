@@ -556,6 +556,40 @@ def test_wide_latents_without_statistics_show_the_first_eight_axes():
     np.testing.assert_allclose(point[8:], 0)
 
 
+def test_sampling_near_the_data_draws_from_the_stored_codes_posteriors():
+    rng = np.random.default_rng(5)
+    means = rng.normal(size=(3, 4)) * 10  # three codes far apart
+    log_vars = np.log(np.array([[0.01], [0.04], [0.09]]) * np.ones((3, 4)))  # std 0.1, 0.2, 0.3
+    stats = latent.latent_statistics(means, log_vars)
+    np.testing.assert_array_equal(stats["point_log_vars"], log_vars.astype(np.float32))
+    samples = latent.sample_near_data(30_000, stats, seed=2)
+    assert samples.shape == (30_000, 4) and samples.dtype == np.float32
+    # Each draw belongs to one code, with that code's own posterior spread.
+    owner = np.argmin(((samples[:, None] - means[None]) ** 2).sum(axis=2), axis=1)
+    assert np.bincount(owner, minlength=3).min() > 9_000  # codes chosen uniformly
+    for index, std in enumerate((0.1, 0.2, 0.3)):
+        mine = samples[owner == index]
+        np.testing.assert_allclose(mine.mean(axis=0), means[index], atol=0.02)
+        np.testing.assert_allclose(mine.std(axis=0), std, rtol=0.05)
+    np.testing.assert_array_equal(samples[:5], latent.sample_near_data(5, stats, seed=2))
+    assert not np.array_equal(samples[:5], latent.sample_near_data(5, stats, seed=3))
+    at_zero = latent.sample_near_data(10, stats, seed=2, temperature=0.0)
+    assert all(any(np.allclose(row, code) for code in means) for row in at_zero)
+
+
+def test_sampling_near_the_data_needs_the_codes_log_variances():
+    means = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(ValueError, match="log-variances"):
+        latent.sample_near_data(3, latent.latent_statistics(means))
+    stats = latent.latent_statistics(means, np.zeros_like(means))
+    with pytest.raises(ValueError, match="do not fit"):
+        latent.sample_near_data(3, {**stats, "point_log_vars": stats["point_log_vars"][:, :2]})
+    with pytest.raises(ValueError, match="NaN"):
+        latent.sample_near_data(3, {**stats, "point_log_vars": np.full((50, 4), np.nan)})
+    with pytest.raises(ValueError, match="do not match"):
+        latent.latent_statistics(means, np.zeros((50, 3)))
+
+
 def test_wide_latents_slide_along_pca_directions_in_standard_deviations():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 16)) * np.r_[3.0, np.linspace(1, 0.1, 15)] + 5.0

@@ -210,6 +210,32 @@ def test_latent_statistics_round_trip_and_damage(tmp_path):
     runs.load_run(without)  # still a valid run
 
 
+def test_latent_statistics_keep_the_codes_log_variances_and_can_be_rewritten(tmp_path):
+    run_dir = save(tmp_path / "run")
+    assert runs.POINT_LOG_VARS not in runs.read_latent_stats(run_dir)  # an older run's file
+    rng = np.random.default_rng(1)
+    means = rng.normal(size=(80, 2))
+    log_vars = rng.uniform(-3, 0, means.shape)
+    before = {name: (run_dir / name).read_bytes() for name in ("config.json", "decoder.keras")}
+    runs.write_latent_stats(run_dir, latent_statistics(means, log_vars))
+    stats = runs.read_latent_stats(run_dir)
+    np.testing.assert_allclose(stats["points"], means.astype(np.float32))
+    np.testing.assert_allclose(stats[runs.POINT_LOG_VARS], log_vars.astype(np.float32))
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert not list(run_dir.glob(".*tmp*"))
+    # Log-variances that do not fit the points are dropped, the rest is kept.
+    with (run_dir / runs.LATENT_STATS).open("wb") as handle:
+        np.savez(
+            handle,
+            **{key: stats[key] for key in runs.LATENT_STATS_KEYS},
+            point_log_vars=log_vars[:5],
+        )
+    damaged = runs.read_latent_stats(run_dir)
+    assert runs.POINT_LOG_VARS not in damaged and damaged["points"].shape == (80, 2)
+    with pytest.raises(ValueError, match="not a dogvae run"):
+        runs.write_latent_stats(tmp_path, stats)
+
+
 def test_latent_statistics_never_unpickle(tmp_path):
     run_dir = save(tmp_path / "run")
     evil = np.array([{"x": 1}], dtype=object)
