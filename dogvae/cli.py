@@ -361,39 +361,25 @@ def _generate(args) -> int:
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
     from dogvae import latent
-    from dogvae.runs import read_latent_stats
+    from dogvae.runs import read_latent_stats, read_run_info
 
     latent.check_temperature(args.temperature)
     stats = read_latent_stats(args.run) if args.sampler != "prior" else None
-    sampler = args.sampler
-    if sampler == "auto":
-        sampler = "prior" if stats is None else "near" if "point_log_vars" in stats else "data"
-    if sampler in ("near", "data") and stats is None:
-        raise ValueError(
-            f"{args.run} has no latent statistics (latent_stats.npz) to sample like the data; "
-            f"`python -m dogvae stats {args.run} DATA` records them, or use --sampler prior"
+    info = read_run_info(args.run)
+    try:
+        z, sampler = latent.draw_latents(
+            args.n, info.model_config.latent_dim, stats, args.sampler, args.seed, args.temperature
         )
-    if sampler == "near" and "point_log_vars" not in stats:
-        raise ValueError(
-            f"{args.run} has no log-variances of its training codes; `python -m dogvae stats "
-            f"{args.run} DATA` records them, or use --sampler data"
-        )
+    except ValueError as error:
+        raise ValueError(f"{args.run}: {error}") from None
+    what = {
+        "near": "the posteriors of training dogs",
+        "data": "the training dogs' latent distribution",
+        "prior": "the prior N(0, I)",
+    }[sampler]
     run = _load_run(args.run)
     from dogvae.model import decode
 
-    if stats is not None and len(stats["mean"]) != run.info.model_config.latent_dim:
-        raise ValueError(f"{args.run}: latent_stats.npz does not match the model's latent size")
-    if sampler == "near":
-        z = latent.sample_near_data(args.n, stats, args.seed, args.temperature)
-        what = "the posteriors of training dogs"
-    elif sampler == "data":
-        z = latent.sample_like_data(args.n, stats, args.seed, args.temperature)
-        what = "the training dogs' latent distribution"
-    else:
-        z = latent.sample_latents(
-            args.n, run.info.model_config.latent_dim, args.seed, args.temperature
-        )
-        what = "the prior N(0, I)"
     grid = latent.image_grid(decode(run.decoder, z))
     latent.save_image(out, latent.upscale(grid, args.scale))
     print(
@@ -425,8 +411,13 @@ def _interpolate(args) -> int:
         start, end = encode(run.encoder, np.stack(images))[0]
         what = f"{args.source} -> {args.target}"
     else:
-        start, end = latent.sample_latents(2, config.latent_dim, args.seed)
-        what = f"two random points (seed {args.seed})"
+        from dogvae.runs import read_latent_stats
+
+        ends, sampler = latent.draw_latents(
+            2, config.latent_dim, read_latent_stats(args.run), "auto", args.seed
+        )
+        start, end = ends
+        what = f"two random points (seed {args.seed}, sampler {sampler})"
     frames = latent.to_uint8(
         decode(run.decoder, latent.interpolate(start, end, args.steps, args.method))
     )

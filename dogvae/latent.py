@@ -184,6 +184,63 @@ def sample_near_data(
     return (points[chosen] + draws * spread).astype(np.float32)
 
 
+# The ways to draw latent points, the most dog-like first (see the functions above).
+SAMPLERS = ("near", "data", "prior")
+
+
+def samplers_for(stats: dict[str, np.ndarray] | None) -> list[str]:
+    """The samplers a run's latent statistics allow, the most dog-like first."""
+    if stats is None:
+        return ["prior"]
+    return list(SAMPLERS) if "point_log_vars" in stats else ["data", "prior"]
+
+
+def draw_latents(
+    n: int,
+    latent_dim: int,
+    stats: dict[str, np.ndarray] | None,
+    sampler: str = "auto",
+    seed: int | None = None,
+    temperature: float = 1.0,
+) -> tuple[np.ndarray, str]:
+    """Latent points drawn the way ``sampler`` says, for a run with these statistics.
+
+    Args:
+        n, seed, temperature: As in :func:`sample_latents`.
+        latent_dim: The model's latent size; the statistics must have it too.
+        stats: The run's latent statistics, or None if it has none.
+        sampler: "near" (:func:`sample_near_data`), "data" (:func:`sample_like_data`),
+            "prior" (:func:`sample_latents`) or "auto": the first that ``stats`` allows.
+
+    Returns:
+        ``((n, latent_dim) float32 points, the sampler used)``.
+
+    Raises:
+        ValueError: If the sampler is unknown or the statistics do not allow it
+            or do not fit the latent size.
+    """
+    if sampler != "auto" and sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be auto or one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    allowed = samplers_for(stats)
+    chosen = allowed[0] if sampler == "auto" else sampler
+    if chosen not in allowed:
+        needs = "latent statistics" if stats is None else "training codes' log-variances"
+        raise ValueError(
+            f"the {chosen!r} sampler needs the run's {needs} (latent_stats.npz, which "
+            f"`python -m dogvae stats RUN DATA` records); this run allows: {', '.join(allowed)}"
+        )
+    if stats is not None and np.shape(stats.get("mean")) != (latent_dim,):
+        raise ValueError(
+            f"the latent statistics are for {np.shape(stats.get('mean'))} latents, "
+            f"the model has {latent_dim}"
+        )
+    if chosen == "near":
+        return sample_near_data(n, stats, seed, temperature), chosen
+    if chosen == "data":
+        return sample_like_data(n, stats, seed, temperature), chosen
+    return sample_latents(n, latent_dim, seed, temperature), chosen
+
+
 def lerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
     """Linear interpolation ``(1 - t) * a + t * b``.
 

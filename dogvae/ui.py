@@ -28,6 +28,7 @@ import numpy as np
 import streamlit as st
 
 from dogvae import latent
+from dogvae.runs import LATENT_STATS
 
 if TYPE_CHECKING:
     from dogvae.data import Dataset
@@ -192,11 +193,14 @@ def _latent_stats(path: str, modified: float, latent_dim: int) -> dict | None:
 
 
 def latent_stats(run: LoadedRun) -> dict | None:
-    """The run's statistics of its training set's latent means, or None; cached per run folder."""
-    path = run.info.path
-    return _latent_stats(
-        str(path), (path / "config.json").stat().st_mtime, run.info.model_config.latent_dim
-    )
+    """The run's statistics of its training set's latent codes, or None; cached per file
+    version (``python -m dogvae stats`` rewrites the file of a run in place)."""
+    path = run.info.path / LATENT_STATS
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _latent_stats(str(run.info.path), modified, run.info.model_config.latent_dim)
 
 
 def default_run_path() -> Path | None:

@@ -170,13 +170,6 @@ SAMPLERS = {
 }
 
 
-def available_samplers(stats: dict | None) -> list[str]:
-    """The samplers this run's latent statistics allow, the most dog-like first."""
-    if stats is None:
-        return ["prior"]
-    return list(SAMPLERS) if "point_log_vars" in stats else ["data", "prior"]
-
-
 @st.fragment
 def sampled_dogs() -> None:
     st.header("Sampled dogs")
@@ -189,7 +182,7 @@ def sampled_dogs() -> None:
     sampler_column, temperature_column = st.columns([3, 3], vertical_alignment="bottom")
     sampler = sampler_column.radio(
         "Draw the latent points",
-        available_samplers(stats),
+        latent.samplers_for(stats),
         format_func=SAMPLERS.get,
         horizontal=True,
         key=f"generate-{run.info.name}-sampler",
@@ -211,12 +204,7 @@ def sampled_dogs() -> None:
         help="The spread of the draws: lower gives plainer, more typical dogs.",
     )
 
-    if sampler == "near":
-        z = latent.sample_near_data(count, stats, seed, temperature)
-    elif sampler == "data":
-        z = latent.sample_like_data(count, stats, seed, temperature)
-    else:
-        z = latent.sample_latents(count, latent_dim, seed, temperature)
+    z, _ = latent.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
     images = decode(run.decoder, z)
     grid = ui.show_images(images, scale=2)
     st.download_button(

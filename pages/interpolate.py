@@ -103,12 +103,7 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
         if stats is not None
         else "A random point from the prior N(0, I)",
     )
-    if stats is not None and "point_log_vars" in stats:
-        point = latent.sample_near_data(1, stats, seed)[0]
-    elif stats is not None:
-        point = latent.sample_like_data(1, stats, seed)[0]
-    else:
-        point = latent.sample_latents(1, config.latent_dim, seed)[0]
+    point = latent.draw_latents(1, config.latent_dim, stats, "auto", seed)[0][0]
     ui.show_image(decode(run.decoder, point)[0], scale=2, caption=f"Seed {seed}")
     return point
 

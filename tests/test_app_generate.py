@@ -286,6 +286,11 @@ def test_a_run_without_its_codes_log_variances_offers_new_dogs_first(older_run, 
     )
     assert np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected[..., 0])
 
+    # Recording the codes (as `python -m dogvae stats` does) offers "near" on the next run.
+    runs.write_latent_stats(older_run, latent_stats(2))
+    run(at)
+    assert at.radio(key="generate-tiny-sampler").options[0] == "variations of training dogs"
+
 
 def test_without_latent_statistics_samples_come_from_the_prior(wide_run):
     at = generate_page()

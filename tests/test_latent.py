@@ -590,6 +590,36 @@ def test_sampling_near_the_data_needs_the_codes_log_variances():
         latent.latent_statistics(means, np.zeros((50, 3)))
 
 
+def test_draw_latents_uses_the_best_sampler_a_run_allows():
+    means = np.random.default_rng(0).standard_normal((50, 4))
+    full = latent.latent_statistics(means, np.full_like(means, -2.0))
+    older = latent.latent_statistics(means)
+    assert latent.samplers_for(full) == ["near", "data", "prior"]
+    assert latent.samplers_for(older) == ["data", "prior"]
+    assert latent.samplers_for(None) == ["prior"]
+    for stats, best in ((full, "near"), (older, "data"), (None, "prior")):
+        z, used = latent.draw_latents(6, 4, stats, "auto", seed=1, temperature=0.7)
+        assert used == best and z.shape == (6, 4)
+        np.testing.assert_array_equal(z, latent.draw_latents(6, 4, stats, best, 1, 0.7)[0])
+    np.testing.assert_array_equal(
+        latent.draw_latents(6, 4, full, "near", 1)[0], latent.sample_near_data(6, full, 1)
+    )
+    np.testing.assert_array_equal(
+        latent.draw_latents(6, 4, full, "data", 1)[0], sample_like_data(6, full, 1)
+    )
+    np.testing.assert_array_equal(
+        latent.draw_latents(6, 4, full, "prior", 1)[0], sample_latents(6, 4, 1)
+    )
+    with pytest.raises(ValueError, match="allows: data, prior"):
+        latent.draw_latents(2, 4, older, "near")
+    with pytest.raises(ValueError, match="allows: prior"):
+        latent.draw_latents(2, 4, None, "data")
+    with pytest.raises(ValueError, match="model has 5"):
+        latent.draw_latents(2, 5, full, "auto")
+    with pytest.raises(ValueError, match="sampler must be"):
+        latent.draw_latents(2, 4, full, "posterior")
+
+
 def test_wide_latents_slide_along_pca_directions_in_standard_deviations():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 16)) * np.r_[3.0, np.linspace(1, 0.1, 15)] + 5.0
