@@ -134,7 +134,9 @@ def test_scale_bench_on_a_few_synthetic_images():
 @pytest.mark.slow
 @pytest.mark.browser
 def test_latency_bench_in_a_real_browser(needs_browser):
-    out = bench("latency.py", "--presses", "4", "--warmup", "1", "--starts", "1")
+    out = bench(
+        "latency.py", "--presses", "4", "--warmup", "1", "--starts", "1", "--read-seconds", "1"
+    )
     result = json_output(out)
     slider = result["slider"]
     assert slider["n"] == 4
@@ -143,6 +145,8 @@ def test_latency_bench_in_a_real_browser(needs_browser):
     assert set(result["first_page_ms"]) == {"home (Data)", "generate", "one_line_streamlit"}
     assert all(len(times) == 1 and times[0] > 0 for times in result["first_page_ms"].values())
     assert result["first_page_vs_one_line"]["one_line_streamlit"] == 1.0
+    assert len(result["dogs_after_home_ms"]) == 1 and result["dogs_after_home_median_ms"] > 0
+    assert result["read_seconds"] == 1.0
 
 
 @pytest.mark.slow
