@@ -18,7 +18,11 @@ navigation = st.navigation(
         st.Page("pages/models.py", title="Models", icon="💾"),
     ]
 )
-navigation.run()
-# TensorFlow loads in the background, once per server, and only once this first page
-# is out: importing it holds the interpreter for seconds, which would hold up the page.
-ui.warm_up()
+try:
+    navigation.run()
+finally:
+    # TensorFlow and the default model load in the background, once per server, and only
+    # once this first page is out: importing TensorFlow holds the interpreter for seconds,
+    # which would hold up the page. In a finally: a page that ends with st.stop() (the
+    # Data page before any data, a new user's first page) ends the script here.
+    ui.warm_up()

@@ -15,6 +15,7 @@ TensorFlow has loaded.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -97,22 +98,30 @@ def max_trainings() -> int:
 
 @st.cache_resource
 def warm_up() -> threading.Thread:
-    """Import TensorFlow and the model code in the background, once per server.
+    """Import TensorFlow and the model code, then load the default model, in the
+    background, once per server.
 
     The Data page never needs them; by the time a user opens Generate or Train,
-    the few seconds of importing TensorFlow have passed in this thread.
+    the few seconds of importing TensorFlow and loading the model a new session
+    starts with have passed in this thread. A page that asks for the model while
+    it loads waits for this load (one lock per cache key) instead of starting another.
     """
-
     if os.environ.get("DOGVAE_WARM_UP", "1") == "0":
         return threading.Thread()  # never started: for tests and small servers
-
-    def work() -> None:
-        for module in ("dogvae.model", "dogvae.training"):
-            importlib.import_module(module)
-
-    thread = threading.Thread(target=work, name="dogvae-warm-up", daemon=True)
+    thread = threading.Thread(target=warm_up_work, name="dogvae-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def warm_up_work() -> None:
+    """What the warm-up thread does: import the model code, then load the default run."""
+    for module in ("dogvae.model", "dogvae.training"):
+        importlib.import_module(module)
+    path = default_run_path()
+    if path is not None:
+        # A broken default is the page's to report, with the reason, when a user opens it.
+        with contextlib.suppress(Exception):
+            load_run(path)
 
 
 @st.cache_resource
@@ -165,7 +174,7 @@ def load_run(path: str | Path) -> LoadedRun:
 
 
 @st.cache_resource(max_entries=8)
-def _slider_basis(path: str, modified: float, latent_dim: int) -> latent.SliderBasis:
+def _slider_basis(path: str, version: int, latent_dim: int) -> latent.SliderBasis:
     from dogvae.runs import read_latent_stats
 
     try:
@@ -175,15 +184,21 @@ def _slider_basis(path: str, modified: float, latent_dim: int) -> latent.SliderB
 
 
 def slider_basis(run: LoadedRun) -> latent.SliderBasis:
-    """The run's slider axes (PCA directions for wide latents), cached per run folder."""
-    path = run.info.path
-    return _slider_basis(
-        str(path), (path / "config.json").stat().st_mtime, run.info.model_config.latent_dim
-    )
+    """The run's slider axes (PCA directions for wide latents), cached per version of its
+    latent statistics."""
+    return _slider_basis(str(run.info.path), _stats_version(run), run.info.model_config.latent_dim)
+
+
+def _stats_version(run: LoadedRun) -> int:
+    """When the run's latent_stats.npz last changed (0: it has none)."""
+    try:
+        return (run.info.path / LATENT_STATS).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 @st.cache_resource(max_entries=8)
-def _latent_stats(path: str, modified: float, latent_dim: int) -> dict | None:
+def _latent_stats(path: str, version: int, latent_dim: int) -> dict | None:
     from dogvae.runs import read_latent_stats
 
     stats = read_latent_stats(path)
@@ -195,12 +210,7 @@ def _latent_stats(path: str, modified: float, latent_dim: int) -> dict | None:
 def latent_stats(run: LoadedRun) -> dict | None:
     """The run's statistics of its training set's latent codes, or None; cached per file
     version (``python -m dogvae stats`` rewrites the file of a run in place)."""
-    path = run.info.path / LATENT_STATS
-    try:
-        modified = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    return _latent_stats(str(run.info.path), modified, run.info.model_config.latent_dim)
+    return _latent_stats(str(run.info.path), _stats_version(run), run.info.model_config.latent_dim)
 
 
 def default_run_path() -> Path | None:

@@ -36,6 +36,49 @@ def test_renders_without_a_dataset(app_dirs):
     assert any("No dataset loaded" in info.value for info in app.info)
 
 
+def test_the_first_page_starts_the_warm_up_even_though_it_stops_early(app_dirs, monkeypatch):
+    # The Data page without data ends with st.stop(), a new user's first page: the
+    # warm-up (TensorFlow, the default model) must start all the same.
+    from dogvae import ui
+
+    started = []
+    monkeypatch.setattr(ui, "warm_up", lambda: started.append(True))
+    app = open_app()
+    assert any("No dataset loaded" in info.value for info in app.info)
+    assert started == [True]
+
+
+def test_the_warm_up_loads_the_default_run_for_the_first_page_that_needs_it(
+    runs_folder, monkeypatch
+):
+    from dogvae import runs, ui
+    from dogvae.config import ModelConfig
+    from dogvae.model import build_decoder, build_encoder
+    from tests.conftest import save_test_run
+
+    run_dir = save_test_run(
+        runs_folder / "first", build_encoder(ModelConfig()), build_decoder(ModelConfig())
+    )
+    monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(run_dir))
+    ui._load_run.clear()
+    loads = []
+    real_load = runs.load_run
+    monkeypatch.setattr(runs, "load_run", lambda path: loads.append(path) or real_load(path))
+    ui.warm_up_work()
+    assert loads == [str(run_dir.resolve())]
+    app = open_app("generate")  # the page finds the model loaded
+    assert app.title[0].value == "Generate" and app.image
+    assert loads == [str(run_dir.resolve())]
+
+    monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(runs_folder / "missing"))
+    ui.warm_up_work()  # nothing to load: no error, nothing loaded
+    (run_dir / "decoder.keras").write_bytes(b"damaged")
+    (run_dir / "config.json").touch()
+    monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(run_dir))
+    ui.warm_up_work()  # a damaged default: left for the page to report
+    assert len(loads) == 2
+
+
 def test_uploaded_csv_is_reported_with_reasons_split_and_preview(data_dir_with_dogs):
     app = open_app()
     csv_bytes = (data_dir_with_dogs / "dogs.csv").read_bytes()
