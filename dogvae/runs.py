@@ -184,10 +184,7 @@ def save_run(
         decoder.save(temp / "decoder.keras")
         _write_text(temp / "history.csv", _history_csv(history))
         if latent_stats is not None:
-            with (temp / LATENT_STATS).open("wb") as handle:
-                np.savez(handle, **_stats_to_save(latent_stats))
-                handle.flush()
-                os.fsync(handle.fileno())
+            _write_stats(temp / LATENT_STATS, latent_stats)
         # config.json last: a folder with it is complete.
         _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
         _fsync_dir(temp)
@@ -394,10 +391,7 @@ def write_latent_stats(run_dir: str | Path, latent_stats: dict[str, Any]) -> Pat
     path = run_dir / LATENT_STATS
     temp = path.with_name(f".{LATENT_STATS}.tmp-{os.getpid()}")
     try:
-        with temp.open("wb") as handle:
-            np.savez(handle, **_stats_to_save(latent_stats))
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_stats(temp, latent_stats)
         os.replace(temp, path)
     except OSError as error:
         temp.unlink(missing_ok=True)
@@ -406,9 +400,13 @@ def write_latent_stats(run_dir: str | Path, latent_stats: dict[str, Any]) -> Pat
     return path
 
 
-def _stats_to_save(latent_stats: dict[str, Any]) -> dict[str, np.ndarray]:
+def _write_stats(path: Path, latent_stats: dict[str, Any]) -> None:
+    """latent_stats.npz at ``path``, synced: the required keys, and the log-variances if given."""
     keys = LATENT_STATS_KEYS + ((POINT_LOG_VARS,) if POINT_LOG_VARS in latent_stats else ())
-    return {key: np.asarray(latent_stats[key], dtype=np.float32) for key in keys}
+    with path.open("wb") as handle:
+        np.savez(handle, **{key: np.asarray(latent_stats[key], np.float32) for key in keys})
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def delete_run(run_dir: str | Path) -> None:

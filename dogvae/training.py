@@ -587,14 +587,14 @@ def training_statistics(encoder: Any, dataset: Dataset) -> dict[str, np.ndarray]
     from dogvae.model import encode
 
     rows = dataset.train_indices[:MAX_STATISTICS_IMAGES]
+    if len(rows) < 2:
+        return None
     # In slices, so that a large RGB set is not copied 20,000 images at once, and
     # through _Gather, so that a memory-mapped set's pages are handed back.
     gather = _Gather(dataset.images, _mapping_of(dataset.images))
     codes = [
         encode(encoder, gather(rows[start : start + 2048])) for start in range(0, len(rows), 2048)
     ]
-    if sum(len(means) for means, _ in codes) < 2:
-        return None
     z_means = np.concatenate([means for means, _ in codes])
     z_log_vars = np.concatenate([log_vars for _, log_vars in codes])
     return latent.latent_statistics(z_means, z_log_vars)

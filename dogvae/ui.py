@@ -175,11 +175,9 @@ def load_run(path: str | Path) -> LoadedRun:
 
 @st.cache_resource(max_entries=8)
 def _slider_basis(path: str, version: int, latent_dim: int) -> latent.SliderBasis:
-    from dogvae.runs import read_latent_stats
-
     try:
-        return latent.slider_basis(latent_dim, read_latent_stats(path))
-    except ValueError:  # statistics of another model copied in by hand: plain axes
+        return latent.slider_basis(latent_dim, _latent_stats(path, version, latent_dim))
+    except ValueError:  # statistics that do not make directions: plain axes
         return latent.slider_basis(latent_dim)
 
 

@@ -14,6 +14,13 @@ RANDOM = "Random point"
 DATASET = "Dataset image"
 UPLOAD = "Uploaded photo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+# A random end is drawn with the run's most dog-like sampler (latent.draw_latents "auto").
+RANDOM_POINT_HELP = {
+    "near": "A random point from the posterior of a random training dog (as Generate draws "
+    "its variations of training dogs)",
+    "data": "A random point drawn like the training dogs (as Generate draws new dogs)",
+    "prior": "A random point from the prior N(0, I)",
+}
 
 ui.sidebar()
 st.title("Interpolate")
@@ -96,12 +103,7 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
         value=default_seed,
         key=f"interpolate-{side.lower()}-seed",
         persist_state="session",
-        help="A random point from the posterior of a random training dog (as Generate draws "
-        "its variations of training dogs)"
-        if stats is not None and "point_log_vars" in stats
-        else "A random point drawn like the training dogs (as Generate draws new dogs)"
-        if stats is not None
-        else "A random point from the prior N(0, I)",
+        help=RANDOM_POINT_HELP[latent.samplers_for(stats)[0]],
     )
     point = latent.draw_latents(1, config.latent_dim, stats, "auto", seed)[0][0]
     ui.show_image(decode(run.decoder, point)[0], scale=2, caption=f"Seed {seed}")

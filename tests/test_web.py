@@ -172,7 +172,7 @@ def test_before_signals_runs_the_action_first_then_the_handler_it_replaced():
 def test_before_signals_keeps_a_default_signal_deadly():
     import signal
 
-    from tests.conftest import start_python
+    from tests.conftest import run_python
 
     code = (
         "import signal\n"
@@ -181,15 +181,14 @@ def test_before_signals_keeps_a_default_signal_deadly():
         "signal.raise_signal(signal.SIGUSR1)\n"
         "print('survived', flush=True)\n"
     )
-    child = start_python("-c", code)
-    out, err = child.communicate(timeout=60)
-    assert out == "saved\n", err
+    child = run_python("-c", code, timeout_s=60)
+    assert child.stdout == "saved\n", child.stderr
     assert child.returncode == -signal.SIGUSR1
 
 
 def test_a_server_stuck_after_its_signal_exits_once_the_trainings_are_saved():
     """serve.py's safety net: uvicorn waits for every connection to close, for ever."""
-    from tests.conftest import start_python
+    from tests.conftest import run_python
 
     code = (
         "import time, serve\n"
@@ -200,8 +199,7 @@ def test_a_server_stuck_after_its_signal_exits_once_the_trainings_are_saved():
         "print('saved', flush=True)\n"
         "time.sleep(60)  # the server, stuck waiting for a connection\n"
     )
-    child = start_python("-c", code)
-    out, err = child.communicate(timeout=120)
-    assert out == "saved\n", err[-2000:]
+    child = run_python("-c", code, timeout_s=120)
+    assert child.stdout == "saved\n", child.stderr[-2000:]
     assert child.returncode == 128 + 15
-    assert "dogvae: a connection did not close; exiting" in err
+    assert "dogvae: a connection did not close; exiting" in child.stderr
