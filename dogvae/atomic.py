@@ -1,0 +1,98 @@
+"""Atomic writes of files and folders: a reader sees the old version or the new, never half.
+
+A file is written to a hidden temporary name in its own folder, synced, and renamed over
+the target; a folder is filled under a hidden temporary name and swapped in with two
+renames, the old one kept aside until the new one is in place. A process killed at any
+moment leaves the previous version intact (plus, at worst, a hidden leftover that
+``dogvae.runs.recover_runs`` clears).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+OLD_MARK = ".old-"  # .NAME.old-XXXX: the previous folder, set aside during a swap
+TEMP_MARK = ".tmp-"  # .NAME.tmp-XXXX: a folder or file still being written
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename inside ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(
+    path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object], *, sync: bool = True
+) -> Path:
+    """Write ``data`` (bytes, or a function that writes to a binary handle) to ``path``.
+
+    The permissions follow the umask, as a plain ``open`` would (``tempfile`` would make
+    the file private). ``sync=False`` skips the fsyncs, for files that are only a cache.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if sync:
+        fsync_dir(path.parent)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``target``; on success it replaces ``target``.
+
+    If the body raises, the temporary folder is removed and ``target`` is untouched. An
+    existing ``target`` is renamed aside first and deleted only once the new one is in
+    place; a process that dies between the two renames leaves ``.NAME.old-*``, which
+    ``dogvae.runs.recover_runs`` puts back.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARK}", dir=target.parent))
+    try:
+        yield temp
+        fsync_dir(temp)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    swap_into_place(temp, target)
+
+
+def swap_into_place(temp: Path, target: Path) -> None:
+    """Rename the complete folder ``temp`` to ``target``, replacing what was there."""
+    if target.exists():
+        old = target.parent / f".{target.name}{OLD_MARK}{secrets.token_hex(4)}"
+        os.rename(target, old)
+        os.rename(temp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(temp, target)
+    fsync_dir(target.parent)
