@@ -111,6 +111,8 @@ else:
         f"**Split:** {report.train:,} training and {report.validation:,} validation images "
         f"({report.split})."
     )
+if report.encoding_note():
+    st.write(f"**Text encoding:** {report.encoding_note()}.")
 if report.unreadable:
     st.write("**Unreadable images** (left out):")
     st.dataframe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import zipfile
@@ -164,10 +165,59 @@ def test_csv_without_filepaths_lists_its_columns(tmp_path):
         load_dataset(csv_path)
 
 
-def test_csv_not_utf8(tmp_path):
+def test_csv_saved_by_a_windows_spreadsheet_is_read_as_cp1252(tmp_path):
+    # Excel's "CSV" on a Western European Windows: cp1252, accented file names.
+    make_png(tmp_path / "photos" / "chien_été.png", size=(8, 8))
+    make_png(tmp_path / "photos" / "caniche.png", size=(8, 8))
     csv_path = tmp_path / "dogs.csv"
-    csv_path.write_bytes("filepaths,labels\nchien.png,caniche\xe9\n".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
+    text = "filepaths,labels\nphotos/chien_été.png,bichon frisé\nphotos/caniche.png,prix 5 €\n"
+    csv_path.write_bytes(text.encode("cp1252"))
+    dataset = load_dataset(csv_path)
+    report = dataset.report
+    assert (report.rows, report.readable, report.encoding) == (2, 2, "cp1252")
+    assert list(dataset.table["filepaths"]) == ["photos/chien_été.png", "photos/caniche.png"]
+    assert list(dataset.table["labels"]) == ["bichon frisé", "prix 5 €"]
+    assert json.loads(json.dumps(report.to_dict()))["encoding"] == "cp1252"
+    assert report.summary() == "2 of 2 images readable; the CSV was read as cp1252, not UTF-8"
+
+
+def test_csv_not_utf8_nor_cp1252_is_read_as_latin1(tmp_path):
+    # 0x81 is unassigned in cp1252; Latin-1 reads any byte (the former "not UTF-8" case).
+    make_png(tmp_path / "caniche\xe9.png", size=(8, 8))
+    csv_path = tmp_path / "dogs.csv"
+    csv_path.write_bytes("filepaths,labels\ncaniche\xe9.png,x\x81\n".encode("latin-1"))
+    dataset = load_dataset(csv_path)
+    assert (dataset.report.readable, dataset.report.encoding) == (1, "latin-1")
+    assert dataset.table["labels"][0] == "x\x81"
+    assert "read as latin-1" in dataset.report.summary()
+
+
+def test_utf8_csvs_say_so_and_their_summary_is_unchanged(tmp_path, image_folder, dataset_zip):
+    make_png(tmp_path / "été.png", size=(8, 8))
+    for name, encoding in (("plain.csv", "utf-8"), ("bom.csv", "utf-8-sig")):
+        (tmp_path / name).write_bytes("filepaths\nété.png\n".encode(encoding))
+        report = load_dataset(tmp_path / name).report
+        assert (report.encoding, report.readable) == (encoding, 1)
+        assert report.summary() == "1 of 1 images readable"
+    assert load_dataset(image_folder).report.encoding is None
+    assert load_dataset(dataset_zip).report.encoding is None
+
+
+def test_a_csv_inside_a_zip_may_be_cp1252_too(tmp_path):
+    good = make_png(tmp_path / "a.png", size=(8, 8)).read_bytes()
+    zip_path = tmp_path / "windows.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("dogs.csv", "filepaths,labels\na.png,lévrier\n".encode("cp1252"))
+        archive.writestr("a.png", good)
+    dataset = load_dataset(zip_path)
+    assert (dataset.report.readable, dataset.report.encoding) == (1, "cp1252")
+    assert dataset.table["labels"][0] == "lévrier"
+
+
+def test_a_utf16_or_binary_csv_is_refused(tmp_path):
+    csv_path = tmp_path / "dogs.csv"
+    csv_path.write_bytes("filepaths\na.png\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"is not a text file.*save it as a UTF-8 CSV"):
         load_dataset(csv_path)
 
 

@@ -153,16 +153,15 @@ def list_sources(folder: str | os.PathLike) -> list[Path]:
 def read_csv(data: bytes, name: str) -> tuple[pd.DataFrame, str]:
     """The table of a CSV (every cell as text) and the encoding it was read with.
 
+    UTF-8 (with or without a byte order mark) is tried first, then cp1252 and
+    Latin-1, which spreadsheets on Windows write; Latin-1 accepts any bytes.
+
     Raises:
-        ValueError: If the data is not UTF-8, empty, not CSV, or has no ``filepaths`` column.
+        ValueError: If the data is binary, empty, not CSV, or has no ``filepaths`` column.
     """
-    try:
-        text = data.decode("utf-8-sig")  # -sig: a BOM would otherwise stick to the first column
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{name} is not UTF-8 text (byte {error.start}); save it as a UTF-8 CSV"
-        ) from None
-    encoding = "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+    if b"\0" in data:  # UTF-16 or not text at all: any 8-bit decoding would be garbage
+        raise ValueError(f"{name} is not a text file (it holds NUL bytes); save it as a UTF-8 CSV")
+    text, encoding = _decode_text(data)
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -178,6 +177,17 @@ def read_csv(data: bytes, name: str) -> tuple[pd.DataFrame, str]:
             f"{name} has no 'filepaths' column (one image path per row); its columns are: {columns}"
         )
     return table, encoding
+
+
+def _decode_text(data: bytes) -> tuple[str, str]:
+    # "-sig" drops the byte order mark, which would otherwise stick to the first column.
+    first = "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+    for encoding in (first, "cp1252"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1"), "latin-1"
 
 
 def _folder_source(
