@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from conftest import make_png
 from data_helpers import assert_same_dataset, png_bytes, reasons_by_path
 
 from dogvae.config import DataConfig
-from dogvae.data import REASON_OUTSIDE, decode, limits, load_dataset
+from dogvae.data import REASON_OUTSIDE, Upload, cache, decode, limits, load_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +188,64 @@ def test_the_cache_folder_is_kept_within_its_budget(cache_now, dataset_csv, monk
     load_dataset(dataset_csv, DataConfig(image_size=32))
     load_dataset(dataset_csv, DataConfig(image_size=32, limit=3))
     assert len(list(cache_now.glob("*.npy"))) == 1  # the older entry went
+
+
+def forbid_decoding(monkeypatch) -> None:
+    monkeypatch.setattr(decode, "decode_image", lambda *args: pytest.fail("decoded again"))
+
+
+def test_the_same_zip_uploaded_again_is_served_from_the_cache(cache_now, dataset_zip, monkeypatch):
+    content = dataset_zip.read_bytes()
+    fresh = load_dataset(dataset_zip, cache=False)
+    first = load_dataset(Upload("dogs.zip", content))
+    assert first.report == dataclasses.replace(fresh.report, source="dogs.zip")
+    with monkeypatch.context() as patch:
+        forbid_decoding(patch)
+        again = load_dataset(Upload("renamed.zip", content))  # the content is what counts
+        as_file = load_dataset(Upload("dogs.zip", io.BytesIO(content)))
+    np.testing.assert_array_equal(again.images, fresh.images)
+    np.testing.assert_array_equal(as_file.images, fresh.images)
+    assert not again.images.flags.writeable  # mapped from the cache file
+    buffer = io.BytesIO(content)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("dogs/extra.png", png_bytes(np.zeros((8, 8), np.uint8)))
+    assert load_dataset(Upload("dogs.zip", buffer.getvalue())).report.readable == 13
+
+
+def test_the_same_csv_uploaded_again_is_served_from_the_cache_until_an_image_changes(
+    cache_now, dataset_csv, monkeypatch
+):
+    content, base = dataset_csv.read_bytes(), dataset_csv.parent
+    fresh = load_dataset(dataset_csv, cache=False)
+    first = load_dataset(Upload("dogs.csv", content), base_dir=base)
+    assert_same_dataset(first, dataclasses.replace(fresh, report=first.report))
+    assert first.report == dataclasses.replace(fresh.report, source="dogs.csv")
+    with monkeypatch.context() as patch:
+        forbid_decoding(patch)
+        again = load_dataset(Upload("dogs.csv", io.BytesIO(content)), base_dir=base)
+    assert_same_dataset(again, first)
+    image = base / "images" / "beagle" / "beagle_00.png"
+    make_png(image, size=(40, 30), value=255)
+    os.utime(image, ns=(0, 123_456_789))
+    assert (load_dataset(Upload("dogs.csv", content), base_dir=base).images[0] == 255).all()
+
+
+def test_an_uploaded_csv_needs_the_folder_its_paths_start_from(dataset_csv):
+    with pytest.raises(ValueError, match="was uploaded: give base_dir"):
+        load_dataset(Upload("dogs.csv", dataset_csv.read_bytes()))
+    with pytest.raises(ValueError, match=r"cannot load notes.txt: expected a \.csv file"):
+        load_dataset(Upload("notes.txt", b"hello"))
+
+
+def test_stale_temporary_files_are_pruned_and_live_ones_kept(cache_now, dataset_csv):
+    cache_now.mkdir(parents=True)
+    stale = [cache_now / ".a.npy.tmp-0123abcd", cache_now / ".b.json.tmp-4567ef01"]
+    stale.append(cache_now / ".c.npy.x1y2.tmp")  # the name of earlier versions
+    live = cache_now / ".d.npy.tmp-89abcdef"
+    for path in [*stale, live]:
+        path.write_bytes(b"partial")
+    for path in stale:
+        os.utime(path, (time.time(), time.time() - cache.STALE_TEMP_SECONDS - 60))
+    load_dataset(dataset_csv)  # a write prunes the folder
+    assert [path.exists() for path in [*stale, live]] == [False, False, False, True]
+    assert len(list(cache_now.glob("*.npy"))) == len(list(cache_now.glob("*.json"))) == 1

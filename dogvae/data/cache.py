@@ -2,11 +2,12 @@
 
 ``<name>.npy`` holds the readable images (uint8, the array as loaded);
 ``<name>.json`` the key they were decoded under, the ``.npy``'s identity and the
-unreadable rows. ``<name>`` comes from the source and the image settings, so a
-changed dataset overwrites its own entry; the key covers every listed file's
-resolved path and stat (a ZIP's own, an upload's content hash), the limits and
-the decoder. An entry that does not match, or is damaged, is ignored and
-rewritten; a cache that cannot be written never fails a load.
+unreadable rows. ``<name>`` comes from the source (its resolved path, or the hash
+of an upload's content) and the image settings, so a changed dataset on disk
+overwrites its own entry and the same upload finds its entry again. The key
+covers every listed file's resolved path and stat (for a ZIP file, the
+archive's), the limits and the decoder. An entry that does not match, or is
+damaged, is ignored and rewritten; a cache that cannot be written never fails a load.
 """
 
 from __future__ import annotations
