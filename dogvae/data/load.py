@@ -93,8 +93,8 @@ def load_dataset(
         workers = os.cpu_count() or 1
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    options = {"limit": config.limit, "base_dir": base_dir, "allowed_root": allowed_root}
-    with open_source(source, **options) as opened:
+    opening = open_source(source, limit=config.limit, base_dir=base_dir, allowed_root=allowed_root)
+    with opening as opened:
         check_memory(len(opened.table), config, max_bytes)
         entry = None
         if cache:
