@@ -191,10 +191,10 @@ def main(argv=None) -> int:
         csv = write_images(work, args.n, args.size, args.channels, extension)
         write_s = time.perf_counter() - started
         files_mb = sum(path.stat().st_size for path in (work / "images").rglob("*")) / 2**20
-        from dogvae import data
+        from dogvae.data import limits
 
         # Files this fresh are not cached (see CACHE_SETTLE_SECONDS): wait them out.
-        time.sleep(data.CACHE_SETTLE_SECONDS + 0.5)
+        time.sleep(limits.CACHE_SETTLE_SECONDS + 0.5)
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(csv)]
         command += ["--n", str(args.n), "--size", str(args.size)]
         command += ["--channels", str(args.channels), "--batch", str(args.batch)]
