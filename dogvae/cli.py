@@ -472,7 +472,7 @@ def _stats(args) -> int:
     if dataset.report.train < 2:
         raise ValueError(f"{args.data} has {dataset.report.train} training images; need 2")
     run = _load_run(args.run)
-    from dogvae.training import MAX_STATISTICS_IMAGES, training_statistics
+    from dogvae.training.loop import MAX_STATISTICS_IMAGES, training_statistics
 
     path = write_latent_stats(info.path, training_statistics(run.encoder, dataset))
     encoded = min(dataset.report.train, MAX_STATISTICS_IMAGES)
