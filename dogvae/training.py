@@ -24,6 +24,9 @@ import numpy as np
 from dogvae import latent
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
+from dogvae.images import to_uint8
+from dogvae.latent_stats import LatentStats
+from dogvae.samplers import sample_latents
 
 Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
@@ -220,7 +223,7 @@ def _make_live_history(keras):
             row.update(latent_diagnostics(z_mean, z_log_var))
             self._snapshot()
             self.history.append(row)
-            samples = latent.to_uint8(decode(self.model.decoder, self.sample_z))
+            samples = to_uint8(decode(self.model.decoder, self.sample_z))
             self.on_event(
                 {"type": "epoch", "epochs": self.config.epochs, **row, "samples": samples}
             )
@@ -478,7 +481,7 @@ def train_vae(
         stop_event=stop_event,
         config=train_config,
         steps=steps,
-        sample_z=latent.sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
+        sample_z=sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
         diagnostic_images=diagnostic_images,
     )
     started = time.perf_counter()
@@ -577,7 +580,7 @@ def train_and_save(
     return run_dir, result
 
 
-def training_statistics(encoder: Any, dataset: Dataset) -> dict[str, np.ndarray] | None:
+def training_statistics(encoder: Any, dataset: Dataset) -> LatentStats | None:
     """The latent statistics of a dataset's training split under ``encoder``.
 
     Encodes up to MAX_STATISTICS_IMAGES training images and returns
