@@ -16,6 +16,7 @@ TensorFlow has loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import os
@@ -32,6 +33,7 @@ from dogvae import images, latent
 from dogvae.runs import LATENT_STATS
 
 if TYPE_CHECKING:
+    from dogvae.config import ModelConfig
     from dogvae.data import Dataset
     from dogvae.latent_stats import LatentStats
     from dogvae.loaded_run import LoadedRun
@@ -44,6 +46,7 @@ DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
 DATASET_UPLOAD_MB = 200  # per-widget upload limits, below server.maxUploadSize
 PHOTO_UPLOAD_MB = 20
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]  # what the photo uploaders accept
 
 
 def keep_keras_between_runs() -> bool:
@@ -322,6 +325,42 @@ def gif_bytes(frames: np.ndarray, image_size: int) -> bytes:
     scale = max(1, GIF_SIDE // image_size)
     enlarged = [images.upscale(images.to_uint8(frame), scale) for frame in frames]
     return images.gif_bytes(enlarged, bounce=True)
+
+
+def download_png(
+    image: np.ndarray | bytes, file_name: str, *, key: str, label: str = "Download PNG"
+) -> None:
+    """A button that downloads an image (or ready PNG bytes) as a PNG, without a rerun."""
+    data = image if isinstance(image, bytes) else images.png_bytes(image)
+    st.download_button(
+        label, data, file_name=file_name, mime="image/png", on_click="ignore", key=key
+    )
+
+
+def download_gif(frames: np.ndarray, image_size: int, file_name: str, *, key: str) -> None:
+    """A button that downloads frames as an animated GIF (see ``gif_bytes``), without a rerun."""
+    st.download_button(
+        "Download GIF",
+        # Made only when clicked: encoding the enlarged frames is slow.
+        functools.partial(gif_bytes, frames, image_size),
+        file_name=file_name,
+        mime="image/gif",
+        on_click="ignore",
+        key=key,
+    )
+
+
+def decode_photo(upload: Any, config: ModelConfig) -> np.ndarray | None:
+    """An uploaded photo as the model sees it, or None with the reason shown."""
+    from dogvae.data import decode_image
+
+    try:
+        return decode_image(upload.getvalue(), config.image_size, config.channels)
+    except ValueError as error:
+        st.error(
+            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
+        )
+        return None
 
 
 def _display(image: np.ndarray) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 
@@ -11,13 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from dogvae import images, samplers, ui
-from dogvae.data import decode_image
 
 SLIDER_LIMIT = 3.0
 SLIDER_STEP = 0.05
 SEED_KEY = "generate-seed"
 RANDOM_ROWS = 3  # random points in the traversal, below the slider point
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 MAP_SIZE = 12  # the latent map decodes MAP_SIZE x MAP_SIZE points
 
 ui.sidebar()
@@ -115,7 +112,7 @@ def uploaded_photo() -> dict | None:
     """The photo in the uploader, put on the sliders when it is new; None without a usable one."""
     uploaded = st.file_uploader(
         "Encode your photo",
-        type=UPLOAD_TYPES,
+        type=ui.PHOTO_TYPES,
         key=f"generate-{run.info.name}-upload",
         max_upload_size=ui.PHOTO_UPLOAD_MB,
         help="The sliders jump to the photo's point in latent space; move them to edit it.",
@@ -126,12 +123,8 @@ def uploaded_photo() -> dict | None:
     # Once per upload: later reruns must not undo the user's slider moves.
     if photo is not None and photo["file_id"] == uploaded.file_id:
         return photo
-    try:
-        image = decode_image(uploaded.getvalue(), config.image_size, config.channels)
-    except ValueError as error:
-        st.error(
-            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
-        )
+    image = ui.decode_photo(uploaded, config)
+    if image is None:
         return None
     encode_photo(uploaded.file_id, image)
     return st.session_state[photo_key]
@@ -201,13 +194,8 @@ def sampled_dogs() -> None:
     z, _ = samplers.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
     decoded = run.decode(z)
     grid = ui.show_images(decoded, scale=2)
-    st.download_button(
-        "Download PNG",
-        images.png_bytes(grid),
-        file_name=f"{run.info.name}-samples-{sampler}-seed{seed}.png",
-        mime="image/png",
-        on_click="ignore",
-        key="generate-grid-download",
+    ui.download_png(
+        grid, f"{run.info.name}-samples-{sampler}-seed{seed}.png", key="generate-grid-download"
     )
     if st.toggle(
         "Show the nearest training image",
@@ -269,14 +257,7 @@ def latent_sliders() -> None:
                 help="Each slider from a standard normal, clipped to ±3",
             )
             st.button("Reset", on_click=reset)
-            st.download_button(
-                "Download PNG",
-                images.png_bytes(image),
-                file_name=f"{run.info.name}-point.png",
-                mime="image/png",
-                on_click="ignore",
-                key="generate-point-download",
-            )
+            ui.download_png(image, f"{run.info.name}-point.png", key="generate-point-download")
 
 
 @st.fragment
@@ -319,22 +300,10 @@ def traversal() -> None:
         f"{label} from -{limit:g} (left) to +{limit:g} (right).",
     )
     with st.container(horizontal=True):
-        st.download_button(
-            "Download PNG",
-            images.png_bytes(grid),
-            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.png",
-            mime="image/png",
-            on_click="ignore",
-            key="generate-traversal-download",
-        )
-        st.download_button(
-            "Download GIF",
-            # Made only when clicked: encoding the enlarged frames is slow.
-            functools.partial(ui.gif_bytes, frames[:steps], config.image_size),
-            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.gif",
-            mime="image/gif",
-            on_click="ignore",
-            key="generate-traversal-gif-download",
+        name = f"{run.info.name}-traversal-{label.replace(' ', '')}"
+        ui.download_png(grid, f"{name}.png", key="generate-traversal-download")
+        ui.download_gif(
+            frames[:steps], config.image_size, f"{name}.gif", key="generate-traversal-gif-download"
         )
 
 
@@ -345,14 +314,7 @@ def latent_map() -> None:
     modified = (run.info.path / "config.json").stat().st_mtime
     png = latent_map_png(run, str(run.info.path), modified)
     st.image(png, caption="z1 from -3 (left) to +3 (right), z2 from +3 (top) to -3 (bottom)")
-    st.download_button(
-        "Download PNG",
-        png,
-        file_name=f"{run.info.name}-latent-map.png",
-        mime="image/png",
-        on_click="ignore",
-        key="generate-map-download",
-    )
+    ui.download_png(png, f"{run.info.name}-latent-map.png", key="generate-map-download")
 
     stats = ui.latent_stats(run)
     if stats is None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import streamlit as st
 
 from dogvae import images, latent, samplers, ui
-from dogvae.data import decode_image
 
 RANDOM = "Random point"
 DATASET = "Dataset image"
 UPLOAD = "Uploaded photo"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 
 ui.sidebar()
 st.title("Interpolate")
@@ -52,19 +48,15 @@ def uploaded_point(side: str) -> np.ndarray | None:
     """The encoder's mean for an uploaded photo, or None with the reason shown."""
     upload = st.file_uploader(
         "Photo",
-        type=UPLOAD_TYPES,
+        type=ui.PHOTO_TYPES,
         key=f"interpolate-{side.lower()}-upload",
         max_upload_size=ui.PHOTO_UPLOAD_MB,
     )
     if upload is None:
         st.info(f"Upload a photo of a dog to use it as the {side.lower()}.")
         return None
-    try:
-        image = decode_image(upload.getvalue(), config.image_size, config.channels)
-    except ValueError as error:
-        st.error(
-            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
-        )
+    image = ui.decode_photo(upload, config)
+    if image is None:
         return None
     ui.show_image(image, scale=2, caption=upload.name)
     return run.encode(image[None])[0][0]
@@ -137,20 +129,8 @@ else:
     frame_viewer(frames)
 
     with st.container(horizontal=True):
-        st.download_button(
-            "Download PNG strip",
-            images.png_bytes(strip),
-            file_name=f"{run.info.name}-interpolation.png",
-            mime="image/png",
-            on_click="ignore",
-            key="interpolate-png-download",
+        name = f"{run.info.name}-interpolation"
+        ui.download_png(
+            strip, f"{name}.png", key="interpolate-png-download", label="Download PNG strip"
         )
-        st.download_button(
-            "Download GIF",
-            # Made only when clicked: encoding all the frames is the slow part of the page.
-            functools.partial(ui.gif_bytes, frames, config.image_size),
-            file_name=f"{run.info.name}-interpolation.gif",
-            mime="image/gif",
-            on_click="ignore",
-            key="interpolate-gif-download",
-        )
+        ui.download_gif(frames, config.image_size, f"{name}.gif", key="interpolate-gif-download")
