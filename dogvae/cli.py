@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
+    from dogvae.samplers import AUTO, SAMPLER_CHOICES, SAMPLERS
+
     generate = commands.add_parser("generate", help="write a grid of sampled dogs")
     generate.add_argument("run", help="a run folder written by train")
     generate.add_argument("--out", required=True, help="output .png")
@@ -120,12 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
     generate.add_argument(
         "--sampler",
-        choices=("auto", "near", "data", "prior"),
-        default="auto",
-        help="near: variations of training dogs, each drawn from one training photo's "
-        "posterior; data: a Gaussian fitted to the training dogs' latent means; prior: N(0, I); "
-        "auto (default): near, else data, else prior, as far as the run recorded its training "
-        "codes",
+        choices=SAMPLER_CHOICES,
+        default=AUTO,
+        help="; ".join(f"{sampler.name}: {sampler.source}" for sampler in SAMPLERS.values())
+        + f"; {AUTO} (default): {', else '.join(SAMPLERS)}, as far as the run recorded its "
+        "training codes",
     )
     generate.add_argument(
         "--temperature", type=_number, default=1.0, help="spread of the samples (default 1)"
@@ -342,7 +343,7 @@ def _load_run(path: str):
     from dogvae.runs import read_run_info
 
     read_run_info(path)  # a clear error before TensorFlow loads
-    from dogvae.runs import load_run
+    from dogvae.loaded_run import load_run
 
     return load_run(path)
 
@@ -360,31 +361,24 @@ def _generate(args) -> int:
     out = _check_output(args.out, (".png",))
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
-    from dogvae import latent
+    from dogvae import images, samplers
     from dogvae.runs import read_latent_stats, read_run_info
 
-    latent.check_temperature(args.temperature)
+    samplers.check_temperature(args.temperature)
     stats = read_latent_stats(args.run) if args.sampler != "prior" else None
     info = read_run_info(args.run)
     try:
-        z, sampler = latent.draw_latents(
+        z, sampler = samplers.draw_latents(
             args.n, info.model_config.latent_dim, stats, args.sampler, args.seed, args.temperature
         )
     except ValueError as error:
         raise ValueError(f"{args.run}: {error}") from None
-    what = {
-        "near": "the posteriors of training dogs",
-        "data": "the training dogs' latent distribution",
-        "prior": "the prior N(0, I)",
-    }[sampler]
     run = _load_run(args.run)
-    from dogvae.model import decode
-
-    grid = latent.image_grid(decode(run.decoder, z))
-    latent.save_image(out, latent.upscale(grid, args.scale))
+    grid = images.image_grid(run.decode(z))
+    images.save_image(out, images.upscale(grid, args.scale))
     print(
-        f"wrote {out}: {args.n} samples from {run.info.name}, drawn from {what} "
-        f"at temperature {args.temperature:g}"
+        f"wrote {out}: {args.n} samples from {run.info.name}, drawn from "
+        f"{samplers.SAMPLERS[sampler].source} at temperature {args.temperature:g}"
     )
     return 0
 
@@ -399,33 +393,30 @@ def _interpolate(args) -> int:
     run = _load_run(args.run)
     import numpy as np
 
-    from dogvae import latent
+    from dogvae import images, latent, samplers
     from dogvae.data import decode_image
-    from dogvae.model import decode, encode
 
     config = run.info.model_config
     if endpoint_images:
-        images = [
+        photos = [
             decode_image(data, config.image_size, config.channels) for data in endpoint_images
         ]
-        start, end = encode(run.encoder, np.stack(images))[0]
+        start, end = run.encode(np.stack(photos))[0]
         what = f"{args.source} -> {args.target}"
     else:
         from dogvae.runs import read_latent_stats
 
-        ends, sampler = latent.draw_latents(
-            2, config.latent_dim, read_latent_stats(args.run), "auto", args.seed
+        ends, sampler = samplers.draw_latents(
+            2, config.latent_dim, read_latent_stats(args.run), samplers.AUTO, args.seed
         )
         start, end = ends
         what = f"two random points (seed {args.seed}, sampler {sampler})"
-    frames = latent.to_uint8(
-        decode(run.decoder, latent.interpolate(start, end, args.steps, args.method))
-    )
-    frames = [latent.upscale(frame, args.scale) for frame in frames]
+    frames = images.to_uint8(run.decode(latent.interpolate(start, end, args.steps, args.method)))
+    frames = [images.upscale(frame, args.scale) for frame in frames]
     if out.suffix.lower() == ".gif":
-        latent.save_image(out, frames)
+        images.save_image(out, frames)
     else:
-        latent.save_image(out, latent.image_strip(np.stack(frames)))
+        images.save_image(out, images.image_strip(np.stack(frames)))
     print(f"wrote {out}: {args.steps} steps ({args.method}) between {what}")
     return 0
 
@@ -446,10 +437,7 @@ def _evaluate(args) -> int:
     import keras
 
     keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer
-    run = _load_run(args.run)
-    from dogvae.model import evaluate_images
-
-    figures = evaluate_images(run.encoder, run.decoder, images)
+    figures = _load_run(args.run).evaluate(images)
     result = {
         "run": str(info.path),
         "data": str(args.data),

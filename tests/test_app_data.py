@@ -51,7 +51,7 @@ def test_the_first_page_starts_the_warm_up_even_though_it_stops_early(app_dirs, 
 def test_the_warm_up_loads_the_default_run_for_the_first_page_that_needs_it(
     runs_folder, monkeypatch
 ):
-    from dogvae import runs, ui
+    from dogvae import loaded_run, ui
     from dogvae.config import ModelConfig
     from dogvae.model import build_decoder, build_encoder
     from tests.conftest import save_test_run
@@ -62,8 +62,8 @@ def test_the_warm_up_loads_the_default_run_for_the_first_page_that_needs_it(
     monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(run_dir))
     ui._load_run.clear()
     loads = []
-    real_load = runs.load_run
-    monkeypatch.setattr(runs, "load_run", lambda path: loads.append(path) or real_load(path))
+    real_load = loaded_run.load_run
+    monkeypatch.setattr(loaded_run, "load_run", lambda path: loads.append(path) or real_load(path))
     ui.warm_up_work()
     assert loads == [str(run_dir.resolve())]
     app = open_app("generate")  # the page finds the model loaded

@@ -174,7 +174,9 @@ def test_a_process_killed_while_saving_leaves_the_previous_run_intact(tmp_path, 
         child.wait()
     found, problems = runs.list_runs(tmp_path)  # repairs an interrupted swap
     assert [info.name for info in found] == ["run"] and not problems
-    loaded = runs.load_run(tmp_path / "run")
+    from dogvae.loaded_run import load_run
+
+    loaded = load_run(tmp_path / "run")
     np.testing.assert_array_equal(loaded.encoder.get_weights()[0], before)
 
 

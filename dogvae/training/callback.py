@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from dogvae import latent
 from dogvae.config import TrainConfig
+from dogvae.images import to_uint8
 from dogvae.model import decode, encode
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
@@ -188,5 +188,5 @@ class LiveHistory(keras.callbacks.Callback):
         row.update(latent_diagnostics(z_mean, z_log_var))
         self._snapshot()
         self.history.append(row)
-        samples = latent.to_uint8(decode(self.model.decoder, self.sample_z))
+        samples = to_uint8(decode(self.model.decoder, self.sample_z))
         self.on_event({"type": "epoch", "epochs": self.config.epochs, **row, "samples": samples})

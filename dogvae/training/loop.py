@@ -20,6 +20,8 @@ import numpy as np
 from dogvae import latent
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
+from dogvae.latent_stats import LatentStats
+from dogvae.samplers import sample_latents
 from dogvae.training.distribute import is_chief, make_strategy
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch
@@ -133,7 +135,7 @@ def train_vae(
         stop_event=stop_event,
         config=train_config,
         steps=math.ceil(train_count / batch_size),
-        sample_z=latent.sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
+        sample_z=sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
         diagnostic_images=pipeline.first_rows(*diagnostic_rows, callback.MAX_DIAGNOSTIC_IMAGES),
     )
     callbacks = [*extra_callbacks, live]
@@ -241,7 +243,7 @@ def train_and_save(
     return run_dir, result
 
 
-def training_statistics(encoder: Any, dataset: Dataset) -> dict[str, np.ndarray] | None:
+def training_statistics(encoder: Any, dataset: Dataset) -> LatentStats | None:
     """The latent statistics of a dataset's training split under ``encoder``.
 
     Encodes up to MAX_STATISTICS_IMAGES training images and returns
