@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dogvae import latent
-from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.config import STRATEGIES, DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
 
 Event = dict[str, Any]
@@ -358,9 +358,6 @@ def _first_rows(images: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
     if indices is None:
         return np.array(images[:MAX_DIAGNOSTIC_IMAGES])
     return images[np.asarray(indices[:MAX_DIAGNOSTIC_IMAGES], np.int64)]
-
-
-STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 def make_strategy(name: str = "default"):

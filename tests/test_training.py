@@ -102,7 +102,7 @@ def test_cosine_schedule_falls_from_the_rate_to_one_percent():
     assert learning_rate_at(config, 3.0) == pytest.approx(1e-5)  # past the end: stays at the floor
     assert learning_rate_at(TrainConfig(learning_rate=2e-3), 0.9) == 2e-3  # constant
     with pytest.raises(ValueError, match="lr_schedule"):
-        TrainConfig(lr_schedule="step").validate()
+        TrainConfig(lr_schedule="step")
 
 
 def test_training_follows_the_cosine_schedule_and_records_the_rate():
@@ -425,17 +425,17 @@ def test_shifts_move_each_image_by_its_own_offset_afresh_every_epoch(tmp_path, m
 
 
 def test_shift_is_refused_beyond_its_bounds():
-    assert TrainConfig(shift=8).validate().shift == 8
+    assert TrainConfig(shift=8).shift == 8
     for wrong in (-1, 9, 2.5, "2", True):
         with pytest.raises(ValueError, match="shift must be from 0 to 8 pixels"):
-            TrainConfig(shift=wrong).validate()
+            TrainConfig(shift=wrong)
 
 
 def test_training_with_flips_runs_and_records_the_setting(tmp_path):
     result = train_vae(blobs(32), None, TINY, TrainConfig(epochs=1, batch_size=8, flip=True))
     assert result.status == "finished" and len(result.history) == 1
     with pytest.raises(ValueError, match="flip must be"):
-        TrainConfig(flip="yes").validate()
+        TrainConfig(flip="yes")
 
 
 def test_streaming_hands_mapped_pages_back_after_every_batch():
