@@ -26,7 +26,7 @@ MAX_SCATTER_POINTS = 2_000  # training codes kept in the statistics
 # 1/sin(omega) blows up, so interpolation falls back to a straight line.
 _MIN_SIN_OMEGA = 1e-6
 _MIN_NORM = 1e-12
-_METHODS = ("slerp", "linear")
+METHODS = ("slerp", "linear")  # interpolation methods, most natural for a Gaussian latent first
 
 
 def lerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "sle
             not 1-D of the same length.
     """
     steps = check_int("steps", steps, minimum=2, maximum=MAX_INTERPOLATION_STEPS)
-    if method not in _METHODS:
+    if method not in METHODS:
         raise ValueError(f"method must be 'slerp' or 'linear', got {method!r}")
     _check_pair(a, b)
     ts = np.linspace(0.0, 1.0, steps)

@@ -53,15 +53,10 @@ def keep_keras_between_runs() -> bool:
     """Stop Streamlit from resetting Keras after every script run; True when it is stopped.
 
     After each run, fragment reruns included, Streamlit calls
-    ``keras.backend.clear_session()``: a full garbage collection, a reset of
-    TensorFlow's default graph and a cleared eager kernel cache, which the
-    training thread then rebuilds. The Train page's live chart reruns every
-    second, so a training watched in the browser spent most of its time waiting
-    for the GIL: 11 times slower than the same training without the app, and
-    35 s from Stop to saved instead of 2 s (bench/train_in_app.py). dogvae
-    keeps no per-run Keras state to clear: models are built in the training
-    thread and in cached loads. The other half of Streamlit's clean-up, closing
-    matplotlib's figures, is kept.
+    ``keras.backend.clear_session()``, which a training watched on the Train page
+    (whose chart reruns every second) then spends its time rebuilding (README,
+    Performance). dogvae keeps no per-run Keras state to clear; the other half of
+    Streamlit's clean-up, closing matplotlib's figures, is kept.
     """
     from streamlit.runtime.scriptrunner import script_runner
 
@@ -142,14 +137,13 @@ def _load_run(path: str, modified: float) -> LoadedRun:
     from dogvae.loaded_run import load_run
 
     run = load_run(path)
-    # Compile the one-image encoder and decoder (XLA, about 0.5 s) now, not at the
-    # user's first slider move.
+    # Compile the one-image encoder and decoder (XLA) now, not at the user's first
+    # slider move.
     config = run.info.model_config
     run.encode(np.zeros((1, config.image_size, config.image_size, config.channels)))
     run.decode(np.zeros((1, config.latent_dim)))
-    # Streamlit collects garbage after every rerun; walking TensorFlow's object
-    # graph each time made a slider rerun 350 ms instead of 60 ms. Freezing
-    # moves everything alive now (TF, the model) out of the collector's sight.
+    # Streamlit collects garbage after every rerun: freezing keeps everything alive
+    # now (TensorFlow, the model) out of the collector's walk.
     gc.freeze()
     return run
 

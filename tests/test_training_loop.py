@@ -46,7 +46,7 @@ def test_training_with_flips_runs_and_records_the_setting(tmp_path):
     result = train_vae(blobs(32), None, TINY, TrainConfig(epochs=1, batch_size=8, flip=True))
     assert result.status == "finished" and len(result.history) == 1
     with pytest.raises(ValueError, match="flip must be"):
-        TrainConfig(flip="yes").validate()
+        TrainConfig(flip="yes")
 
 
 def test_training_on_indices_of_a_memory_mapped_set_matches_training_on_copies(tmp_path):

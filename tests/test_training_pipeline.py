@@ -100,10 +100,10 @@ def test_shifts_move_each_image_by_its_own_offset_afresh_every_epoch(tmp_path, m
 
 
 def test_shift_is_refused_beyond_its_bounds():
-    assert TrainConfig(shift=8).validate().shift == 8
+    assert TrainConfig(shift=8).shift == 8
     for wrong in (-1, 9, 2.5, "2", True):
         with pytest.raises(ValueError, match="shift must be from 0 to 8 pixels"):
-            TrainConfig(shift=wrong).validate()
+            TrainConfig(shift=wrong)
 
 
 def test_streaming_hands_mapped_pages_back_after_every_batch():

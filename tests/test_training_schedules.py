@@ -24,4 +24,4 @@ def test_cosine_schedule_falls_from_the_rate_to_one_percent():
     assert learning_rate_at(config, 3.0) == pytest.approx(1e-5)  # past the end: stays at the floor
     assert learning_rate_at(TrainConfig(learning_rate=2e-3), 0.9) == 2e-3  # constant
     with pytest.raises(ValueError, match="lr_schedule"):
-        TrainConfig(lr_schedule="step").validate()
+        TrainConfig(lr_schedule="step")

@@ -88,7 +88,7 @@ def load_dataset(
             without ``filepaths``, binary, not a valid ZIP, zip bomb) or a
             setting is invalid. Unreadable images never raise.
     """
-    config = (config or DataConfig()).validate()
+    config = config or DataConfig()
     if workers is None:
         workers = os.cpu_count() or 1
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:

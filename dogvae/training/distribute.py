@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from dogvae.config import STRATEGIES
 
 
 def make_strategy(name: str = "default") -> Any:

@@ -89,8 +89,6 @@ def train_vae(
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
     """
-    model_config.validate()
-    train_config.validate()
     train_count = _check_images(train_images, train_indices, model_config)
     validation_count = _count(validation_images, validation_indices)
 
