@@ -110,7 +110,7 @@ steps_column, method_column = st.columns(2)
 steps = steps_column.slider("Steps", 2, 32, 8, key="interpolate-steps", persist_state="session")
 method = method_column.radio(
     "Method",
-    ["slerp", "linear"],
+    latent.METHODS,
     horizontal=True,
     key="interpolate-method",
     persist_state="session",
