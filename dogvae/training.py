@@ -523,11 +523,14 @@ def train_and_save(
     strategy=None,
     initial_weights: tuple[list, list] | None = None,
     init_from: dict[str, Any] | None = None,
+    stop_reason: Callable[[], str] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
     A stopped or diverged training is still saved, with its last good weights,
     as long as at least one epoch or batch ran; the run's config says how it ended.
+    ``stop_reason``, asked once training has ended, gives why it was stopped when
+    that was not the user ("" for no reason); it starts the saved message.
     """
     from dogvae import runs
 
@@ -556,6 +559,9 @@ def train_and_save(
         train_indices=train_indices,
         validation_indices=dataset.validation_indices,
     )
+    reason = stop_reason() if stop_reason is not None else ""
+    if reason:
+        result.message = f"{reason}; {result.message}"
     if not is_chief():
         return Path(out_dir), result  # the chief saves; every worker trained the same weights
     run_dir = runs.save_run(
@@ -792,6 +798,13 @@ class TrainingJob:
             "seconds_left": seconds_left,
         }
 
+    def _stop_reason(self) -> str:
+        if self.abandoned:
+            return "the browser session closed, so training stopped"
+        if self.shut_down:
+            return "the server shut down, so training stopped"
+        return ""
+
     def _record(self, event: Event) -> None:
         with self._lock:
             if event["type"] == "batch":
@@ -812,12 +825,9 @@ class TrainingJob:
                 stop_event=self._stop,
                 initial_weights=self.initial_weights,
                 init_from=self.init_from,
+                stop_reason=self._stop_reason,
             )
             self.status, self.message = result.status, result.message
-            if self.abandoned:
-                self.message = "the browser session closed, so training stopped; " + self.message
-            elif self.shut_down:
-                self.message = "the server shut down, so training stopped; " + self.message
         except Exception as error:
             self.status = "failed"
             self.message = str(error) or type(error).__name__
