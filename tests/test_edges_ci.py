@@ -83,6 +83,7 @@ def test_elsewhere_a_missing_browser_skips_saying_so(tmp_path, ci):
 
 def test_the_summary_names_the_skipped_real_photo_tests_and_why(tmp_path):
     out = run_pytest(tmp_path, None).stdout
+    assert "real-photo tests skipped" in out, f"no such section in the summary:\n{out[-2000:]}"
     section = out[out.index("real-photo tests skipped") :]
     assert "1 test(s) of the real dog photos did not run: ../shared/data absent" in section
     assert "test_photos.py::test_on_the_real_photos: needs ../shared/data/dogs.csv" in section
