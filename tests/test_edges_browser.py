@@ -57,7 +57,10 @@ def test_closing_the_tab_stops_the_training_after_the_grace_period_and_saves_it(
         assert not saved.exists()
         page.close()  # the user closes the tab; nobody stops the training
         closed = time.monotonic()
-        wait_until(saved.is_file, 120, f"the run to be saved{log_tail(log)}")
+        try:
+            wait_until(saved.is_file, 120, "the run to be saved")
+        except TimeoutError as error:
+            raise AssertionError(f"the training outlived its tab: {error}{log_tail(log)}") from None
         waited = time.monotonic() - closed
         # The session is checked every 0.5 s, so the stop comes at least 1.5 s after.
         assert waited >= GRACE_SECONDS - 0.5, f"saved {waited:.1f} s after the tab closed"
