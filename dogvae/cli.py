@@ -294,9 +294,10 @@ def _train(args) -> int:
             _away_from_the_terminal()
         if stop.is_set():
             raise KeyboardInterrupt
+        # Set before the message: a second signal handled while it prints is a second one.
+        stop.set()
         again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"stopping after this batch ({again} again to abort without saving)", flush=True)
-        stop.set()
 
     # SIGTERM and SIGHUP too: a training ended that way saves what it has, like
     # Ctrl-C, instead of losing every epoch.
