@@ -24,7 +24,7 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; \
-	else echo "chromium not found and cannot be installed here: browser tests will be skipped"; fi
+	else echo "chromium not found and cannot be installed here: browser tests will be skipped (with CI=true they fail)"; fi
 
 test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/python -m pytest

@@ -32,9 +32,10 @@ def stop_on_signals() -> Iterator[threading.Event]:
             _away_from_the_terminal()
         if stop.is_set():
             raise KeyboardInterrupt
+        # Set before the message: a second signal handled while it prints is a second one.
+        stop.set()
         again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"stopping after this batch ({again} again to abort without saving)", flush=True)
-        stop.set()
 
     previous = {number: signal.signal(number, on_signal) for number in STOP_SIGNALS}
     try:

@@ -3,7 +3,8 @@
 Folders come from the environment: DOGVAE_DATA_DIR (default ./data) holds the
 datasets users may pick and that uploaded CSVs may point into; DOGVAE_RUNS_DIR
 (default ./runs) holds the run folders. DOGVAE_MAX_TRAININGS caps concurrent
-trainings on the server (default 2). DOGVAE_DEFAULT_RUN is the run a new
+trainings on the server (default 2); DOGVAE_ABANDON_SECONDS is how long a training
+goes on after its browser tab closed (default 30). DOGVAE_DEFAULT_RUN is the run a new
 session starts with (default: the pretrained model shipped in models/default;
 "none" for no default). DOGVAE_WARM_UP=0 stops the background import of TensorFlow
 at start-up. DOGVAE_STREAMLIT_CLEANUP=1 keeps Streamlit's Keras reset after every
@@ -19,6 +20,7 @@ import contextlib
 import functools
 import gc
 import importlib
+import math
 import os
 import sys
 import threading
@@ -94,6 +96,15 @@ def max_trainings() -> int:
         return max(1, int(os.environ.get("DOGVAE_MAX_TRAININGS", "2")))
     except ValueError:
         return 2
+
+
+def abandon_seconds() -> float:
+    """How long a training outlives its closed browser tab: DOGVAE_ABANDON_SECONDS, else 30."""
+    try:
+        seconds = float(os.environ.get("DOGVAE_ABANDON_SECONDS", "30"))
+    except ValueError:
+        return 30.0
+    return seconds if seconds > 0 and math.isfinite(seconds) else 30.0
 
 
 @st.cache_resource

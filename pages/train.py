@@ -96,6 +96,7 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         preset=preset_name,
         slots=ui.training_slots(ui.max_trainings()),
         is_wanted=ui.session_is_open(),
+        abandon_after=ui.abandon_seconds(),
         initial_weights=initial_weights,
         init_from=init_from,
     )

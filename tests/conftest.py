@@ -48,14 +48,22 @@ def run_python(*args: str, timeout_s: float = 300) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run (CI=true, as CI services and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 @pytest.fixture(scope="module")
 def needs_browser() -> None:
-    """Skip where the real-browser tests cannot run (no chromium, no Playwright)."""
+    """Skip where the real-browser tests cannot run (no chromium, no Playwright), saying
+    so; in CI fail instead, since a CI run must not pass without its browser tests."""
     from tests.browser_helpers import browser_unavailable
 
     reason = browser_unavailable()
+    if reason and in_ci():
+        pytest.fail(f"CI=true, but the browser tests cannot run: {reason}", pytrace=False)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"browser tests skipped on this machine: {reason} (with CI=true: a failure)")
 
 
 def read_until(child: subprocess.Popen, wanted: str, timeout_s: float) -> str:
@@ -243,6 +251,23 @@ def dataset_zip(tmp_path: Path) -> Path:
 REPO = Path(__file__).resolve().parents[1]
 # The shared real dog photos, absent on a fresh machine: tests that need them skip.
 SHARED_DOGS_CSV = REPO.parent / "shared" / "data" / "dogs.csv"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Name the real-photo tests that were skipped, and why, at the end of the run."""
+    skipped = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+        if "shared/data" in reason:
+            skipped.append(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}")
+    if skipped:
+        terminalreporter.section("real-photo tests skipped")
+        terminalreporter.line(
+            f"{len(skipped)} test(s) of the real dog photos did not run: ../shared/data absent"
+        )
+        for line in skipped:
+            terminalreporter.line(f"  {line}")
 
 
 @pytest.fixture

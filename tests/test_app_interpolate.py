@@ -184,11 +184,15 @@ def test_linear_method_gives_another_path(tiny_run):
 
 def test_changing_a_seed_changes_that_end(tiny_run):
     at = interpolate_page()
-    end = image_url(at, "Seed 2")
+    start, end = image_url(at, "Seed 1"), image_url(at, "Seed 2")
     at.number_input(key="interpolate-start-seed").set_value(7).run()
     assert not at.exception
-    assert image_url(at, "Seed 7")
+    # The image, not only its caption: a page that ignored the Seed box would relabel
+    # the same dog "Seed 7".
+    assert image_url(at, "Seed 7") != start, "the start's image did not follow its seed"
     assert image_url(at, "Seed 2") == end
+    at.number_input(key="interpolate-start-seed").set_value(1).run()
+    assert image_url(at, "Seed 1") == start  # the seed alone decides the point
 
 
 def test_missing_upload_asks_for_one_and_the_page_still_works(tiny_run):

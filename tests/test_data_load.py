@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from conftest import SHARED_DOGS_CSV, make_broken, make_jpeg, make_png
@@ -115,12 +116,19 @@ def test_shared_dogs_csv_first_50():
 
 
 def test_a_dataset_beyond_the_memory_ceiling_is_refused_before_decoding(image_folder, monkeypatch):
-    with pytest.raises(ValueError, match=r"need .* MB of memory, more than this server allows"):
-        load_dataset(image_folder, DataConfig(), max_bytes=64 * 64 * 5)
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded before the memory check refused the set")
+
+    with monkeypatch.context() as patch:
+        # Every image goes through cv2.imdecode; reaching it fails the test.
+        patch.setattr(cv2, "imdecode", no_decoding)
+        with pytest.raises(ValueError, match=r"need .* MB of memory, more than this server allows"):
+            load_dataset(image_folder, DataConfig(), max_bytes=64 * 64 * 5, cache=False)
+        patch.setenv("DOGVAE_MAX_DATASET_MB", "0.01")
+        with pytest.raises(ValueError, match="use at most 2 images"):
+            load_dataset(image_folder, DataConfig(), cache=False)
     monkeypatch.setenv("DOGVAE_MAX_DATASET_MB", "0.01")
-    with pytest.raises(ValueError, match="use at most 2 images"):
-        load_dataset(image_folder, DataConfig())
-    assert load_dataset(image_folder, DataConfig(limit=2)).report.readable == 2
+    assert load_dataset(image_folder, DataConfig(limit=2), cache=False).report.readable == 2
 
 
 def test_split_indices_select_the_split_images(dataset_csv):

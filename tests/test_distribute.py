@@ -94,9 +94,33 @@ def test_two_replicas_match_one_device():
         ),
     ],
 )
-def test_only_the_chief_saves(monkeypatch, tf_config, chief):
+def test_only_the_chief_saves(monkeypatch, tmp_path, tf_config, chief):
+    from dogvae.config import DataConfig, ModelConfig, TrainConfig
+    from dogvae.data import load_dataset
+    from dogvae.training import train_and_save
+    from tests.conftest import write_dogs
+
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     assert is_chief() is chief
+    if chief and tf_config is not None:
+        return  # a chief saves like a single process, which the first case trains and sees
+    # The whole path a worker takes: it trains on tiny data, and only the chief writes.
+    write_dogs(tmp_path / "images", 8)
+    data_config = DataConfig(image_size=32)
+    dataset = load_dataset(tmp_path / "images", data_config, cache=False)
+    model = ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=16, latent_dim=2)
+    out_dir = tmp_path / "runs" / "run"
+    run_dir, result = train_and_save(
+        dataset, model, TrainConfig(epochs=1, batch_size=8), data_config, out_dir
+    )
+    assert result.status == "finished" and len(result.history) == 1
+    assert run_dir == out_dir
+    if chief:
+        assert (out_dir / "config.json").is_file()
+    else:
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), (
+            "a worker that is not the chief wrote into the runs folder"
+        )

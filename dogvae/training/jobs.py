@@ -220,6 +220,13 @@ class TrainingJob:
             "seconds_left": seconds_left,
         }
 
+    def _stop_reason(self) -> str:
+        if self.abandoned:
+            return "the browser session closed, so training stopped"
+        if self.shut_down:
+            return "the server shut down, so training stopped"
+        return ""
+
     def _record(self, event: Event) -> None:
         with self._lock:
             if event["type"] == "batch":
@@ -240,12 +247,9 @@ class TrainingJob:
                 stop_event=self._stop,
                 initial_weights=self.initial_weights,
                 init_from=self.init_from,
+                stop_reason=self._stop_reason,
             )
             self.status, self.message = result.status, result.message
-            if self.abandoned:
-                self.message = "the browser session closed, so training stopped; " + self.message
-            elif self.shut_down:
-                self.message = "the server shut down, so training stopped; " + self.message
         except Exception as error:
             self.status = "failed"
             self.message = str(error) or type(error).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,11 +189,14 @@ def train_and_save(
     strategy=None,
     initial_weights: tuple[list, list] | None = None,
     init_from: dict[str, Any] | None = None,
+    stop_reason: Callable[[], str] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
     A stopped or diverged training is still saved, with its last good weights,
     as long as at least one epoch or batch ran; the run's config says how it ended.
+    ``stop_reason``, asked once training has ended, gives why it was stopped when
+    that was not the user ("" for no reason); it starts the saved message.
     """
     from dogvae import runs
 
@@ -220,6 +224,9 @@ def train_and_save(
         train_indices=dataset.train_indices,
         validation_indices=dataset.validation_indices,
     )
+    reason = stop_reason() if stop_reason is not None else ""
+    if reason:
+        result.message = f"{reason}; {result.message}"
     if not is_chief():
         return Path(out_dir), result  # the chief saves; every worker trained the same weights
     run_dir = runs.save_run(
