@@ -121,7 +121,12 @@ def _train(args) -> int:
             initial_weights=initial_weights,
             init_from=init_from,
         )
-    print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
+    from dogvae.training import is_chief
+
+    if is_chief():
+        print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
+    else:
+        print(f"trained ({result.status}): {result.message} The chief saves the run.", flush=True)
     if result.status == "diverged":
         print(f"dogvae train: warning: {result.message}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -23,7 +23,7 @@ from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
 from dogvae.latent_stats import LatentStats
 from dogvae.samplers import sample_latents
-from dogvae.training.distribute import is_chief, make_strategy
+from dogvae.training.distribute import is_chief, is_distributed, make_strategy
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch
 
@@ -109,6 +109,7 @@ def train_vae(
 
     # The data: training batches shuffled and augmented, validation batches as they are.
     batch_size = min(train_config.batch_size, train_count)
+    distributed = is_distributed(strategy)
     train_data = pipeline.batches(
         train_images,
         batch_size,
@@ -117,11 +118,12 @@ def train_vae(
         train_indices,
         flip=train_config.flip,
         shift=train_config.shift,
+        distributed=distributed,
     )
     validation_data = None
     if validation_count > 0:
         validation_data = pipeline.batches(
-            validation_images, batch_size, False, 0, validation_indices
+            validation_images, batch_size, False, 0, validation_indices, distributed=distributed
         )
 
     # The callbacks: the caller's first, then the one that reports and guards.
