@@ -84,6 +84,8 @@ def _train(args) -> int:
         seed=args.seed,
     )
     check_run_target(args.out)
+    if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
+        raise ValueError(f"--tensorboard {args.tensorboard} is a file; give a folder for the logs")
 
     from dogvae.training import make_strategy
 
@@ -120,6 +122,7 @@ def _train(args) -> int:
             strategy=strategy,
             initial_weights=initial_weights,
             init_from=init_from,
+            tensorboard_dir=args.tensorboard,
         )
     from dogvae.training import is_chief
 
