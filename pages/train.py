@@ -322,6 +322,7 @@ with st.form("settings"):
     run_name = st.text_input("Run name", key="run_name")
     settings["tensorboard"] = st.checkbox(
         "Write TensorBoard logs",
+        key="tensorboard",  # the help names a folder; the key keeps the widget when it changes
         help=f"Losses, learning rate, KL per latent dimension and sample grids, into "
         f"`{ui.tensorboard_dir()}/<run name>`; watch with `tensorboard --logdir "
         f"{ui.tensorboard_dir()}` (TensorBoard is installed separately).",

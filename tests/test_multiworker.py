@@ -103,7 +103,15 @@ def test_two_workers_train_together_and_match_mirrored(tmp_path):
             worker.mkdir()
             children[f"worker {index}"] = (
                 start(
-                    [*command, "--strategy", "multiworker", "--out", str(worker / "run")],
+                    [
+                        *command,
+                        "--strategy",
+                        "multiworker",
+                        "--out",
+                        str(worker / "run"),
+                        "--tensorboard",
+                        str(worker / "tensorboard"),
+                    ],
                     tmp_path / f"worker{index}.log",
                     TF_CONFIG=json.dumps(
                         {"cluster": cluster, "task": {"type": "worker", "index": index}}
@@ -145,8 +153,9 @@ def test_two_workers_train_together_and_match_mirrored(tmp_path):
                 child.kill()
             child.wait()
 
-    # Only the chief (worker 0) wrote: worker 1 left its folder empty.
+    # Only the chief (worker 0) wrote, its run and its TensorBoard logs: worker 1 nothing.
     assert (tmp_path / "worker0" / "run" / "config.json").is_file()
+    assert list((tmp_path / "worker0" / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert list((tmp_path / "worker1").iterdir()) == []
     assert "The chief saves the run" in (tmp_path / "worker1.log").read_text()
 
