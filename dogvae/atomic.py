@@ -10,6 +10,8 @@ moment leaves the previous version intact (plus, at worst, a hidden leftover tha
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
 import secrets
 import shutil
@@ -75,6 +77,17 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     ``dogvae.runs.recover_runs`` puts back.
     """
     target = Path(target)
+    with temporary_folder(target) as temp:
+        yield temp
+    swap_into_place(temp, target)
+
+
+@contextlib.contextmanager
+def temporary_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``target``, synced when the body ends, removed
+    when it raises; putting it in place is the caller's (``swap_into_place`` or
+    ``place_under_free_name``)."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMP_MARK}", dir=target.parent))
     try:
@@ -83,10 +96,9 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    swap_into_place(temp, target)
 
 
-def swap_into_place(temp: Path, target: Path) -> None:
+def swap_into_place(temp: Path, target: Path) -> Path:
     """Rename the complete folder ``temp`` to ``target``, replacing what was there."""
     if target.exists():
         old = target.parent / f".{target.name}{OLD_MARK}{secrets.token_hex(4)}"
@@ -96,3 +108,25 @@ def swap_into_place(temp: Path, target: Path) -> None:
     else:
         os.rename(temp, target)
     fsync_dir(target.parent)
+    return target
+
+
+def place_under_free_name(temp: Path, target: Path) -> Path:
+    """Rename the complete folder ``temp`` to ``target``, or, when that name is taken, to
+    ``target-2``, ``target-3``...; returns the name it took.
+
+    Never replaces anything: a rename onto a folder that holds files fails (and
+    only an empty folder is ever taken over), so of two processes saving under
+    one name at the same moment each ends up with a folder of its own.
+    """
+    for number in itertools.count(1):
+        candidate = target if number == 1 else target.with_name(f"{target.name}-{number}")
+        try:
+            os.rename(temp, candidate)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                continue  # taken, by a folder with files or by a file
+            raise
+        fsync_dir(target.parent)
+        return candidate
+    raise AssertionError("unreachable")  # itertools.count never ends

@@ -84,6 +84,8 @@ def _train(args) -> int:
         seed=args.seed,
     )
     check_run_target(args.out)
+    if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
+        raise ValueError(f"--tensorboard {args.tensorboard} is a file; give a folder for the logs")
 
     from dogvae.training import make_strategy
 
@@ -120,8 +122,14 @@ def _train(args) -> int:
             strategy=strategy,
             initial_weights=initial_weights,
             init_from=init_from,
+            tensorboard_dir=args.tensorboard,
         )
-    print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
+    from dogvae.training import is_chief
+
+    if is_chief():
+        print(f"saved {run_dir} ({result.status}): {result.message}", flush=True)
+    else:
+        print(f"trained ({result.status}): {result.message} The chief saves the run.", flush=True)
     if result.status == "diverged":
         print(f"dogvae train: warning: {result.message}", file=sys.stderr)
         return EXIT_DIVERGED

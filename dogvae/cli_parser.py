@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from this run's weights (same architecture) instead of from scratch",
     )
     train.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write TensorBoard logs (losses, learning rate, KL per latent dimension, "
+        "sample grids) into DIR; watch with: tensorboard --logdir DIR",
+    )
+    train.add_argument(
         "--strategy",
         choices=STRATEGIES,
         default="default",

@@ -172,7 +172,7 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(reconstruction_loss + kl)
         self.reconstruction_tracker.update_state(reconstruction_loss)
         self.kl_tracker.update_state(kl)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return {metric.name: step_log(metric.result()) for metric in self.metrics}
 
     def train_step(self, data):
         # Under tf.distribute each replica sees its share of the batch and the
@@ -189,6 +189,27 @@ class VAE(keras.Model):
     def test_step(self, data):
         reconstruction_loss, kl = self._terms(data, training=False)
         return self._update(reconstruction_loss, kl)
+
+
+def step_log(value):
+    """A metric's value as a train or test step returns it to Keras.
+
+    Under a multi-worker strategy Keras (3.15) averages each step's logs over the
+    workers with ``reduce("MEAN", value, axis=0)``, which fails on a scalar
+    (tensorflow/tensorflow#72388): there the value gets an axis of one, which that
+    reduction takes away again. Elsewhere it stays a scalar.
+    """
+    if is_multi_worker(tf.distribute.get_strategy()):
+        return ops.reshape(value, (1,))
+    return value
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether ``strategy`` spans more than one worker (Keras' own test for the reduction)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
 
 
 def build_vae(config: ModelConfig, kl_weight: float = 1.0) -> VAE:

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from dogvae import __version__
-from dogvae.atomic import OLD_MARK, TEMP_MARK, atomic_folder
+from dogvae.atomic import (
+    OLD_MARK,
+    TEMP_MARK,
+    place_under_free_name,
+    swap_into_place,
+    temporary_folder,
+)
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from dogvae.latent_stats import LatentStats
 
@@ -127,6 +133,7 @@ def save_run(
     preset: str = "custom",
     latent_stats: LatentStats | None = None,
     init_from: dict[str, Any] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
 
@@ -136,9 +143,14 @@ def save_run(
     dies between the two renames, ``recover_runs`` puts the old one back.
     A failed write (disk full, permission) raises OSError and leaves any
     existing run untouched.
+
+    With ``replace=False`` nothing that exists is replaced: when ``run_dir`` is
+    taken by then (another session saved under the same name while this run
+    trained), the run is saved as ``run_dir-2``, ``-3``..., and that path returned.
     """
     run_dir = Path(run_dir)
-    check_run_target(run_dir)
+    if replace:
+        check_run_target(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     final = {key: value for key, value in (history[-1] if history else {}).items()}
     config = {
@@ -164,7 +176,7 @@ def save_run(
         "init_from": init_from,
     }
     try:
-        with atomic_folder(run_dir) as temp:
+        with temporary_folder(run_dir) as temp:
             with _h5_warning_muted():
                 encoder.save(temp / "encoder.h5")
                 decoder.save(temp / "decoder.h5")
@@ -175,11 +187,12 @@ def save_run(
                 latent_stats.save(temp / LATENT_STATS)
             # config.json last: a folder with it is complete.
             _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
+        place = swap_into_place if replace else place_under_free_name
+        return place(temp, run_dir)
     except OSError as error:
         raise OSError(
             error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
         ) from error
-    return run_dir
 
 
 def recover_runs(runs_dir: str | Path) -> list[str]:

@@ -2,7 +2,8 @@
 
 Folders come from the environment: DOGVAE_DATA_DIR (default ./data) holds the
 datasets users may pick and that uploaded CSVs may point into; DOGVAE_RUNS_DIR
-(default ./runs) holds the run folders. DOGVAE_MAX_TRAININGS caps concurrent
+(default ./runs) holds the run folders, DOGVAE_TENSORBOARD_DIR (default ./tensorboard)
+the TensorBoard logs the Train page writes. DOGVAE_MAX_TRAININGS caps concurrent
 trainings on the server (default 2); DOGVAE_ABANDON_SECONDS is how long a training
 goes on after its browser tab closed (default 30). DOGVAE_DEFAULT_RUN is the run a new
 session starts with (default: the pretrained model shipped in models/default;
@@ -46,6 +47,7 @@ BUNDLED_RUN = Path(__file__).resolve().parents[1] / "models" / "default"
 ACTIVE_RUN = "active_run"  # session key: path (str) of the run the pages use
 DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
+VANISHED_RUN = "vanished_run"  # session key: name of an active run that has gone, to say so
 DATASET_UPLOAD_MB = 200  # per-widget upload limits, below server.maxUploadSize
 PHOTO_UPLOAD_MB = 20
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]  # what the photo uploaders accept
@@ -89,6 +91,11 @@ def data_dir() -> Path:
 
 def runs_dir() -> Path:
     return Path(os.environ.get("DOGVAE_RUNS_DIR", "runs")).expanduser().resolve()
+
+
+def tensorboard_dir() -> Path:
+    """Where the Train page writes TensorBoard logs, a folder a run (see the module's doc)."""
+    return Path(os.environ.get("DOGVAE_TENSORBOARD_DIR", "tensorboard")).expanduser().resolve()
 
 
 def max_trainings() -> int:
@@ -250,10 +257,13 @@ def list_runs() -> tuple[list[RunInfo], list[tuple[Path, str]]]:
 
 
 def active_run_path() -> Path | None:
-    """The session's active run: the one chosen, else the default run, else the newest."""
+    """The session's active run: the one chosen, else the default run, else the newest
+    (and when the chosen one has gone, e.g. deleted in another session, ``sidebar`` says so)."""
     chosen = st.session_state.get(ACTIVE_RUN)
     if chosen and (Path(chosen) / "config.json").is_file():
         return Path(chosen)
+    if chosen:
+        st.session_state[VANISHED_RUN] = Path(chosen).name
     fallback = default_run_path()
     if fallback is None:
         found, _ = list_runs()
@@ -376,6 +386,11 @@ def sidebar() -> None:
     """The active model, the loaded dataset and a running training, on every page."""
     with st.sidebar:
         path = active_run_path()
+        if vanished := st.session_state.pop(VANISHED_RUN, None):
+            instead = f"**{path.name}** is active instead" if path else "no model is active now"
+            st.warning(
+                f"The active model **{vanished}** was deleted (in another session?); {instead}."
+            )
         st.caption("Active model")
         st.markdown(f"**{path.name}**" if path else "_none yet_")
         data = dataset()

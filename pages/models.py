@@ -140,6 +140,10 @@ def forget(path: Path) -> None:
 def delete(run: runs.RunInfo) -> None:
     try:
         runs.delete_run(run.path)
+    except FileNotFoundError:
+        forget(run.path)  # another session (or a hand) was first: the outcome is the same
+        st.session_state[NOTICE] = f"Run {run.name} was already deleted, in another session."
+        st.rerun()
     except (OSError, ValueError) as error:
         st.session_state.pop(PENDING_DELETE, None)
         st.error(
@@ -206,6 +210,11 @@ if notice := st.session_state.pop(NOTICE, None):
 
 found, problems = ui.list_runs()
 active_path = ui.active_run_path()
+pending = st.session_state.get(PENDING_DELETE)
+if pending and all(str(run.path) != pending for run in found):
+    # Deleted elsewhere between the Delete click and now: nothing is left to confirm.
+    st.session_state.pop(PENDING_DELETE)
+    st.info(f"Run {Path(pending).name} was deleted in another session meanwhile.")
 
 if not found:
     st.info(

@@ -20,7 +20,7 @@ from dogvae.config import (
     DataConfig,
     from_preset,
 )
-from dogvae.training import TrainingJob
+from dogvae.training import TrainingJob, running_job_into
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SERIES = {
@@ -82,6 +82,11 @@ def start(dataset, preset_name, settings: dict, run_name: str):
     out_dir = ui.runs_dir() / run_name
     if out_dir.exists():
         raise ValueError(f"A run named {run_name!r} already exists; choose another name.")
+    if running_job_into(out_dir) is not None:
+        raise ValueError(
+            f"A training named {run_name!r} is already running on this server (another "
+            "session started it); choose another name."
+        )
     initial_weights = init_from = None
     if settings.get("from_default"):
         initial_weights, init_from = start_weights(model_config)
@@ -99,6 +104,7 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         abandon_after=ui.abandon_seconds(),
         initial_weights=initial_weights,
         init_from=init_from,
+        tensorboard_dir=ui.tensorboard_dir() / run_name if settings.get("tensorboard") else None,
     )
     st.session_state[ui.JOB] = job.start()
     st.session_state.pop("job_announced", None)
@@ -234,6 +240,8 @@ if job is not None:
         note(
             f"{title}: run **{job.run_dir.name}** is saved and now the active model. {job.message}"
         )
+        if job.tensorboard_dir is not None:
+            st.caption(f"TensorBoard logs: `{job.tensorboard_dir}`")
         st.page_link("pages/generate.py", label="Generate dogs with it", icon="🎲")
     elif job.status == "failed":
         st.error(f"Training failed: {job.message}")
@@ -312,6 +320,13 @@ with st.form("settings"):
         )
     st.session_state.setdefault("run_name", f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_name = st.text_input("Run name", key="run_name")
+    settings["tensorboard"] = st.checkbox(
+        "Write TensorBoard logs",
+        key="tensorboard",  # the help names a folder; the key keeps the widget when it changes
+        help=f"Losses, learning rate, KL per latent dimension and sample grids, into "
+        f"`{ui.tensorboard_dir()}/<run name>`; watch with `tensorboard --logdir "
+        f"{ui.tensorboard_dir()}` (TensorBoard is installed separately).",
+    )
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:

@@ -21,6 +21,10 @@ def fill(app, *, epochs=1, batch_size=8, name="tiny-run", **more):
         next(box for box in app.selectbox if box.label == "Learning-rate schedule").set_value(
             more["schedule"]
         )
+    if "tensorboard" in more:
+        next(box for box in app.checkbox if box.label == "Write TensorBoard logs").set_value(
+            more["tensorboard"]
+        )
     app.text_input(key="run_name").set_value(name)
     next(b for b in app.button if b.label == "Start training").click()
     app.run()
@@ -58,6 +62,21 @@ def test_a_short_training_ends_in_a_saved_active_run(train_app):
     assert [s.label for s in app.slider] == ["Samples after epoch"]
     shown = [md.value for md in app.markdown] + [w.value for w in app.warning]
     assert any("latent units active" in text for text in shown)
+
+
+def test_tensorboard_logs_go_into_a_folder_named_after_the_run(train_app, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOGVAE_TENSORBOARD_DIR", str(tmp_path / "tb"))
+    app, _ = train_app
+    fill(app, epochs=1, name="logged", tensorboard=True)
+    job = app.session_state["training_job"]
+    wait_for(job)
+    assert job.status == "finished", job.message
+    assert list((tmp_path / "tb" / "logged" / "train").glob("events.out.tfevents.*"))
+    app.run()
+    assert f"TensorBoard logs: `{tmp_path / 'tb' / 'logged'}`" in [c.value for c in app.caption]
+    fill(app, epochs=1, name="unlogged", tensorboard=False)  # the box stays as it was left
+    wait_for(app.session_state["training_job"])
+    assert sorted(path.name for path in (tmp_path / "tb").iterdir()) == ["logged"]
 
 
 def test_schedule_warm_up_and_time_budget_reach_the_training(train_app):
@@ -173,9 +192,10 @@ def test_training_can_start_from_the_default_model(seed_default_run, train_app):
 
 def test_the_default_model_is_offered_only_for_its_own_architecture(seed_default_run, train_app):
     app, _ = train_app
-    assert [box.label for box in app.checkbox] == ["Start from the pretrained default model"]
+    labels = ["Start from the pretrained default model", "Write TensorBoard logs"]
+    assert [box.label for box in app.checkbox] == labels
     next(box for box in app.selectbox if box.label == "Preset").set_value("quality").run()
-    assert not app.checkbox  # other layers: its weights would not fit
+    assert [box.label for box in app.checkbox] == labels[1:]  # its weights would not fit
 
     next(box for box in app.selectbox if box.label == "Preset").set_value("seed").run()
     app.checkbox[0].check()

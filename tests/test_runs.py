@@ -244,3 +244,38 @@ def test_latent_statistics_never_unpickle(tmp_path):
     with (run_dir / "latent_stats.npz").open("wb") as handle:
         np.savez(handle, mean=evil, components=evil, variance=evil, points=evil)
     assert runs.read_latent_stats(run_dir) is None
+
+
+def test_saves_under_one_name_at_the_same_moment_never_replace_each_other(tmp_path):
+    """Two sessions saving "run" at once (replace=False): each gets a folder of its own."""
+    import threading
+
+    save(tmp_path / "run")  # saved while the others trained
+    encoders = [build_encoder(SEED) for _ in range(3)]
+    ready = threading.Barrier(3)
+    placed: dict[int, object] = {}
+
+    def save_as(index: int) -> None:
+        ready.wait()
+        placed[index] = save(tmp_path / "run", encoder=encoders[index], replace=False)
+
+    threads = [threading.Thread(target=save_as, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(path.name for path in placed.values()) == ["run-2", "run-3", "run-4"]
+    for index, path in placed.items():
+        weights = load_run(path).encoder.get_weights()
+        np.testing.assert_array_equal(weights[0], encoders[index].get_weights()[0])
+    assert runs.read_run_info(tmp_path / "run").path.is_dir()  # the first is still there
+    assert not [entry.name for entry in tmp_path.iterdir() if entry.name.startswith(".")]
+
+
+def test_a_save_that_keeps_existing_runs_takes_no_file_or_folder_with_files(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")  # not a run: still not replaced
+    (tmp_path / "run-2").write_text("a file")
+    assert save(tmp_path / "run", replace=False) == tmp_path / "run-3"
+    assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "run-2").read_text() == "a file"

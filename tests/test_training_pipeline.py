@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from dogvae.config import TrainConfig
+from dogvae.model import to_float_images
 from dogvae.training import pipeline
 from tests.training_helpers import blobs, epoch_batches, memory_mapped
 
@@ -154,3 +155,16 @@ def test_shuffled_reads_of_a_mapped_set_keep_resident_memory_bounded(tmp_path):
     unreleased = read_all(pipeline.Gather(kept, None))
     assert unreleased > 32  # the test does provoke the growth...
     assert growth < 16  # ...and the gatherer keeps it to about one batch's pages
+
+
+def test_distributed_batches_are_the_models_floats_of_the_same_batches_sharded_by_data():
+    images = blobs(20)
+    as_uint8 = epoch_batches(pipeline.batches(images, 8, True, 7, flip=True, shift=2))
+    dataset = pipeline.batches(images, 8, True, 7, flip=True, shift=2, distributed=True)
+    as_float = epoch_batches(dataset)
+    assert [batch.dtype for batch in as_float] == [np.float32] * 3
+    for floats, uint8s in zip(as_float, as_uint8, strict=True):
+        # Bit for bit what the model computes from uint8 (dogvae.model.to_float_images).
+        np.testing.assert_array_equal(floats, to_float_images(tf.constant(uint8s)).numpy())
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA

@@ -8,6 +8,7 @@ One module a concept:
 * ``schedules``: the KL weight and learning rate over a run;
 * ``events``: the progress events a training sends;
 * ``distribute``: tf.distribute strategies and which process saves;
+* ``tensorboard``: ``TensorBoardLog``, the events as TensorBoard logs (imports TensorFlow);
 * ``jobs``: ``TrainingJob`` in a thread, the server's slots and its shutdown.
 
 Importing this package does not import TensorFlow; the names below are the
@@ -15,7 +16,13 @@ public ones, each defined in (and, for the limits, read from) its own module.
 """
 
 from dogvae.training.distribute import STRATEGIES, is_chief, make_strategy
-from dogvae.training.jobs import TrainingJob, TrainingSlots, save_running_jobs, stop_running_jobs
+from dogvae.training.jobs import (
+    TrainingJob,
+    TrainingSlots,
+    running_job_into,
+    save_running_jobs,
+    stop_running_jobs,
+)
 from dogvae.training.loop import TrainResult, train_and_save, train_vae, training_statistics
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
 
@@ -28,6 +35,7 @@ __all__ = [
     "kl_weight_for_epoch",
     "learning_rate_at",
     "make_strategy",
+    "running_job_into",
     "save_running_jobs",
     "stop_running_jobs",
     "train_and_save",

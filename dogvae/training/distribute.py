@@ -41,3 +41,17 @@ def is_chief() -> bool:
     if "chief" in (config.get("cluster") or {}):
         return task.get("type") == "chief"
     return task.get("type") == "worker" and task.get("index", 0) == 0
+
+
+def is_distributed(strategy: Any) -> bool:
+    """Whether ``strategy`` is a tf.distribute strategy other than the default one device.
+
+    Keras treats a model built under such a strategy differently (it averages the
+    first batch over the replicas to build the model), and so does the pipeline.
+    """
+    if strategy is None:
+        return False
+    import tensorflow as tf
+
+    with strategy.scope():
+        return tf.distribute.has_strategy()

@@ -89,6 +89,15 @@ def stop_running_jobs() -> list[TrainingJob]:
     return jobs
 
 
+def running_job_into(out_dir: str | Path) -> TrainingJob | None:
+    """The training running in this process that will save to ``out_dir``, if any."""
+    target = Path(out_dir).resolve()
+    for job in list(_running_jobs.values()):
+        if job.running and Path(job.out_dir).resolve() == target:
+            return job
+    return None
+
+
 def save_running_jobs(timeout: float | None = None) -> list[TrainingJob]:
     """Stop every running training and wait up to ``timeout`` s for each to save.
 
@@ -128,6 +137,7 @@ class TrainingJob:
     initial_weights: tuple[list, list] | None = field(default=None, repr=False)  # fine-tune
     init_from: dict[str, Any] | None = None  # what the initial weights came from (lineage)
     abandon_after: float = 30.0  # seconds unwanted before the job stops itself
+    tensorboard_dir: Path | None = None  # also write TensorBoard logs here
     status: str = field(default="pending", init=False)  # then running, finished, stopped,
     message: str = field(default="", init=False)  # diverged or failed
     run_dir: Path | None = field(default=None, init=False)
@@ -248,6 +258,8 @@ class TrainingJob:
                 initial_weights=self.initial_weights,
                 init_from=self.init_from,
                 stop_reason=self._stop_reason,
+                tensorboard_dir=self.tensorboard_dir,
+                replace=False,  # another session may have saved under this name meanwhile
             )
             self.status, self.message = result.status, result.message
         except Exception as error:

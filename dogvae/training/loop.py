@@ -23,7 +23,7 @@ from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
 from dogvae.latent_stats import LatentStats
 from dogvae.samplers import sample_latents
-from dogvae.training.distribute import is_chief, make_strategy
+from dogvae.training.distribute import is_chief, is_distributed, make_strategy
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch
 
@@ -67,6 +67,7 @@ def train_vae(
     initial_weights: tuple[list, list] | None = None,
     train_indices: np.ndarray | None = None,
     validation_indices: np.ndarray | None = None,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train a fresh VAE on uint8 images (N, H, W, C).
 
@@ -86,6 +87,9 @@ def train_vae(
         train_indices: Train on these rows of ``train_images`` only (default: all), so
             that one split of a large array needs no copy.
         validation_indices: Likewise for ``validation_images``.
+        tensorboard_dir: Also write the events to TensorBoard logs in this folder
+            (see ``dogvae.training.tensorboard``); only the chief of a multi-worker
+            training writes them.
 
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
@@ -109,6 +113,7 @@ def train_vae(
 
     # The data: training batches shuffled and augmented, validation batches as they are.
     batch_size = min(train_config.batch_size, train_count)
+    distributed = is_distributed(strategy)
     train_data = pipeline.batches(
         train_images,
         batch_size,
@@ -117,27 +122,35 @@ def train_vae(
         train_indices,
         flip=train_config.flip,
         shift=train_config.shift,
+        distributed=distributed,
     )
     validation_data = None
     if validation_count > 0:
         validation_data = pipeline.batches(
-            validation_images, batch_size, False, 0, validation_indices
+            validation_images, batch_size, False, 0, validation_indices, distributed=distributed
         )
 
-    # The callbacks: the caller's first, then the one that reports and guards.
+    # The callbacks: the caller's first, then the one that reports and guards, then
+    # the TensorBoard log, which writes that one's events before passing them on.
+    on_event = on_event or (lambda event: None)
+    log = None
+    if tensorboard_dir is not None and is_chief():
+        from dogvae.training.tensorboard import TensorBoardLog
+
+        on_event = log = TensorBoardLog(tensorboard_dir, on_event)
     if validation_count > 0:
         diagnostic_rows = (validation_images, validation_indices)
     else:
         diagnostic_rows = (train_images, train_indices)
     live = callback.LiveHistory(
-        on_event=on_event or (lambda event: None),
+        on_event=on_event,
         stop_event=stop_event,
         config=train_config,
         steps=math.ceil(train_count / batch_size),
         sample_z=sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
         diagnostic_images=pipeline.first_rows(*diagnostic_rows, callback.MAX_DIAGNOSTIC_IMAGES),
     )
-    callbacks = [*extra_callbacks, live]
+    callbacks = [*extra_callbacks, live, *([log] if log is not None else [])]
 
     started = time.perf_counter()
     vae.fit(
@@ -190,6 +203,8 @@ def train_and_save(
     initial_weights: tuple[list, list] | None = None,
     init_from: dict[str, Any] | None = None,
     stop_reason: Callable[[], str] | None = None,
+    tensorboard_dir: str | Path | None = None,
+    replace: bool = True,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
@@ -197,6 +212,9 @@ def train_and_save(
     as long as at least one epoch or batch ran; the run's config says how it ended.
     ``stop_reason``, asked once training has ended, gives why it was stopped when
     that was not the user ("" for no reason); it starts the saved message.
+    ``tensorboard_dir``: see ``train_vae``. With ``replace=False`` an existing run
+    is never replaced: a run saved at ``out_dir`` while this one trained makes this
+    one ``out_dir-2`` (see ``runs.save_run``), which the returned path and message say.
     """
     from dogvae import runs
 
@@ -223,6 +241,7 @@ def train_and_save(
         initial_weights=initial_weights,
         train_indices=dataset.train_indices,
         validation_indices=dataset.validation_indices,
+        tensorboard_dir=tensorboard_dir,
     )
     reason = stop_reason() if stop_reason is not None else ""
     if reason:
@@ -244,7 +263,13 @@ def train_and_save(
         seconds=result.seconds,
         latent_stats=training_statistics(result.encoder, dataset),
         init_from=init_from,
+        replace=replace,
     )
+    if run_dir != Path(out_dir):
+        result.message += (
+            f" A run named {Path(out_dir).name!r} was saved while this one trained, so this "
+            f"one is saved as {run_dir.name!r}."
+        )
     return run_dir, result
 
 

@@ -2,7 +2,9 @@
 
 The images stay uint8 all the way (the model casts them to float), and a set
 that is large or memory-mapped is never copied whole: only row numbers go
-through tf.data and each batch is gathered from the array itself.
+through tf.data and each batch is gathered from the array itself. Under a
+tf.distribute strategy the batches leave the pipeline as float32 instead (see
+``batches``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def batches(
     indices: np.ndarray | None = None,
     flip: bool = False,
     shift: int = 0,
+    distributed: bool = False,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of (optionally shuffled) uint8 batches of ``images``.
 
@@ -42,6 +45,11 @@ def batches(
         indices: The rows to use, default all.
         flip: Mirror each image left to right with probability 1/2, afresh every epoch.
         shift: Move each image by up to this many pixels along each axis, afresh every epoch.
+        distributed: Batches for a tf.distribute strategy: float32 in [0, 1], the model's
+            own scaling, since Keras builds a distributed model by averaging its first batch
+            over the replicas and the collective ops between workers take no uint8; and
+            sharded by data, so that the workers split every global batch between them
+            (the same split as the replicas of one machine).
     """
     rows = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
     dataset, gather = _source(images, rows, whole=indices is None)
@@ -54,7 +62,19 @@ def batches(
         dataset = dataset.map(_flipper(seed))
     if shift:
         dataset = dataset.map(_shifter(seed, shift))
+    if distributed:
+        dataset = dataset.map(_to_float)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _to_float(batch):
+    """uint8 0..255 -> float32 0..1, the same operations as ``dogvae.model.to_float_images``."""
+    return tf.cast(batch, tf.float32) / 255.0
 
 
 def _source(
