@@ -33,6 +33,7 @@ from dogvae import __version__
 from dogvae.atomic import OLD_MARK, TEMP_MARK, atomic_folder
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from dogvae.latent_stats import LatentStats
+from dogvae.training.checkpoint import has_checkpoint, pause_for_tests
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
@@ -89,18 +90,24 @@ class RunInfo:
         return self.config.get("created", "")
 
 
-def check_run_target(run_dir: str | Path) -> Path:
+def check_run_target(run_dir: str | Path, *, resuming: bool = False) -> Path:
     """Refuse, before any training, an output path that cannot become a run folder.
 
     An existing dogvae run may be replaced (atomically, after training); any
     other existing file or non-empty folder is refused so that nothing the user
-    had is lost.
+    had is lost, and so is an interrupted training unless ``resuming`` it.
     """
     run_dir = Path(run_dir)
+    interrupted = has_checkpoint(run_dir)
+    if interrupted and not resuming:
+        raise ValueError(
+            f"{run_dir} holds an interrupted training; continue it with "
+            f"`python -m dogvae train --resume {run_dir}`, or choose another --out"
+        )
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ValueError(f"{run_dir} exists and is not a folder; choose another --out")
-        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file():
+        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file() and not interrupted:
             raise ValueError(
                 f"{run_dir} is a folder that is not a dogvae run; choose another --out "
                 "(dogvae only replaces its own run folders)"
@@ -138,7 +145,7 @@ def save_run(
     existing run untouched.
     """
     run_dir = Path(run_dir)
-    check_run_target(run_dir)
+    check_run_target(run_dir, resuming=True)  # the training's own checkpoint goes with it
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     final = {key: value for key, value in (history[-1] if history else {}).items()}
     config = {
@@ -175,6 +182,7 @@ def save_run(
                 latent_stats.save(temp / LATENT_STATS)
             # config.json last: a folder with it is complete.
             _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
+            pause_for_tests("save")
     except OSError as error:
         raise OSError(
             error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
