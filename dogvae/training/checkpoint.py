@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dogvae.atomic import TEMP_MARK, write_atomically
+from dogvae.atomic import OLD_MARK, TEMP_MARK, fsync_dir, write_atomically
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -207,6 +207,22 @@ def clear_leftovers(run_dir: str | Path) -> None:
     """Remove temporary files of checkpoint writes that a kill cut short."""
     for leftover in Path(run_dir).glob(f".{CHECKPOINT_FILE}{TEMP_MARK}*"):
         leftover.unlink(missing_ok=True)
+
+
+def recover_run(run_dir: str | Path) -> None:
+    """Put ``run_dir`` back when a kill during its final save left it set aside.
+
+    The save swaps the finished run in with two renames; between them the
+    folder (and its checkpoint) is ``.NAME.old-*``. Only that name is looked at.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() or not run_dir.parent.is_dir():
+        return
+    for aside in sorted(run_dir.parent.glob(f".{run_dir.name}{OLD_MARK}*")):
+        if aside.is_dir() and has_checkpoint(aside):
+            os.rename(aside, run_dir)
+            fsync_dir(run_dir.parent)
+            return
 
 
 def list_interrupted(runs_dir: str | Path) -> list[Checkpoint]:

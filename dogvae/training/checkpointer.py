@@ -105,7 +105,11 @@ class Checkpointer(keras.callbacks.Callback):
         self.pending_metrics = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.last_write < self.interval:
+        # After an epoch's last batch, the epoch's own checkpoint follows.
+        if (
+            time.monotonic() - self.last_write < self.interval
+            or self.live.batches >= self.live.steps
+        ):
             return
         loss = float((logs or {}).get("loss", math.nan))
         if self.live.status == "finished" and not self.model.stop_training and math.isfinite(loss):
