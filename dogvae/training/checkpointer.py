@@ -35,9 +35,11 @@ def capture(vae: Any) -> dict[str, list[np.ndarray]]:
     return {
         "encoder": vae.encoder.get_weights(),
         "decoder": vae.decoder.get_weights(),
-        "optimizer": [np.array(variable) for variable in vae.optimizer.variables],
-        "seeds": [np.array(generator.state) for generator in seed_generators(vae)],
-        "metrics": [np.array(variable) for metric in vae.metrics for variable in metric.variables],
+        "optimizer": [np.array(variable.numpy()) for variable in vae.optimizer.variables],
+        "seeds": [np.array(generator.state.numpy()) for generator in seed_generators(vae)],
+        "metrics": [
+            np.array(variable.numpy()) for metric in vae.metrics for variable in metric.variables
+        ],
     }
 
 
