@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from dogvae.cli import main
-from dogvae.config import DataConfig, TrainConfig
+from dogvae.config import TrainConfig
 from dogvae.training import checkpoint as ckpt
-from dogvae.training.checkpointer import Checkpointer
-from dogvae.training.loop import _segments, resume_and_save, train_and_save, train_vae
+from dogvae.training.loop import _segments, resume_and_save, train_vae
 from tests.conftest import REPO
-from tests.training_helpers import TINY, blobs, in_memory_dataset
+from tests.training_helpers import TINY, blobs, in_memory_dataset, interrupted_run
 
 # Flips, shifts, a cosine rate and a KL warm-up: every position a resume must restore.
 CONFIG = TrainConfig(
@@ -91,38 +90,12 @@ def test_the_fits_of_a_resumed_training():
     assert _segments(ckpt.Checkpoint({"epoch": 5, "batch": 0}), 5) == []  # only the save left
 
 
-def interrupted_run(tmp_path, monkeypatch):
-    """A run killed (in effect) right after its first epoch's checkpoint, via train_and_save."""
-    write = Checkpointer.write
-
-    def write_then_die(self, epoch, batch):
-        write(self, epoch, batch)
-        if batch == 0:
-            raise KeyboardInterrupt("killed")
-
-    images = tmp_path / "images"
-    dataset = in_memory_dataset(blobs(20))
-    run = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        patch.setattr(Checkpointer, "write", write_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train_and_save(
-                dataset,
-                TINY,
-                TrainConfig(epochs=2, batch_size=8),
-                DataConfig(image_size=32),
-                run,
-                preset="custom",
-                source={"path": str(images), "data_root": None},
-            )
-    return run, dataset
-
-
 def test_train_and_save_leaves_a_checkpoint_that_resume_finishes(tmp_path, monkeypatch):
     from dogvae import runs
     from dogvae.loaded_run import load_run
 
     run, dataset = interrupted_run(tmp_path, monkeypatch)
+    assert (tmp_path / "run") == run
     assert sorted(os.listdir(run)) == [ckpt.CHECKPOINT_FILE]  # a run folder, already
     saved = ckpt.read_checkpoint(run)
     assert saved.describe() == "interrupted at epoch 1 of 2"
