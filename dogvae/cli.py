@@ -172,7 +172,7 @@ def _resume(args) -> int:
     from dogvae.training import make_strategy
 
     strategy = make_strategy(args.strategy) if args.strategy != "default" else None
-    dataset = _load(args, checkpoint.data_config).require_images()
+    dataset = _load(args, checkpoint.configs()[2]).require_images()
     print(f"resuming {args.resume}: {checkpoint.describe()}", flush=True)
 
     from dogvae.terminal import stop_on_signals

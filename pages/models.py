@@ -174,7 +174,7 @@ def resume_data(saved: Checkpoint):
 
         with st.spinner(f"Loading {Path(source['path']).name} again…"):
             dataset = load_dataset(
-                source["path"], saved.data_config, allowed_root=source.get("data_root")
+                source["path"], saved.configs()[2], allowed_root=source.get("data_root")
             )
         check_same_data(saved, dataset)
         return dataset

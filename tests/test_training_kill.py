@@ -1,6 +1,7 @@
 """kill -9 in real processes: inside an epoch, inside a checkpoint write, inside the final
 save. After every kill the run folder holds an intact checkpoint (or the finished run), the
-next ``train --resume`` goes on from it, and the last one finishes a run that loads."""
+next ``train --resume`` goes on from it, and the last one finishes a run that loads, with
+the very losses of the other runs, killed at other moments."""
 
 from __future__ import annotations
 
@@ -142,6 +143,7 @@ def test_twenty_kills_at_random_moments_then_resume_finishes_a_run_that_loads(tm
                 child.kill()
                 child.wait()
     assert kills >= 20
+    losses = []
     for index in range(CHAINS):
         run = tmp_path / f"run{index}"
         assert not ckpt.has_checkpoint(run)
@@ -150,4 +152,7 @@ def test_twenty_kills_at_random_moments_then_resume_finishes_a_run_that_loads(tm
         assert all(row["batches"] == 5 for row in history)  # every epoch whole, once
         loaded = load_run(run)
         assert loaded.info.config["status"] == "finished"
+        losses.append([(row["loss"], row["val_loss"]) for row in history])
+    # Killed at different moments, the four runs still trained exactly alike.
+    assert all(chain_losses == losses[0] for chain_losses in losses)
     print(f"{kills} kills and {CHAINS} resumed runs in {time.monotonic() - started:.0f} s")

@@ -125,17 +125,14 @@ class Checkpoint:
     def settings(self) -> dict[str, Any]:
         return self.state["settings"]
 
-    @property
-    def model_config(self) -> ModelConfig:
-        return from_dict(ModelConfig, self.settings["model"])
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return from_dict(TrainConfig, self.settings["train"])
-
-    @property
-    def data_config(self) -> DataConfig:
-        return from_dict(DataConfig, self.settings["data_config"])
+    def configs(self) -> tuple[ModelConfig, TrainConfig, DataConfig]:
+        """The run's model, training and data settings."""
+        settings = self.settings
+        return (
+            from_dict(ModelConfig, settings["model"]),
+            from_dict(TrainConfig, settings["train"]),
+            from_dict(DataConfig, settings["data_config"]),
+        )
 
     def describe(self) -> str:
         """``"interrupted at epoch 32 of 50"`` (plus the batch when mid-epoch)."""
@@ -156,7 +153,8 @@ def write_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     contents: dict[str, np.ndarray] = {
-        "state": np.frombuffer(json.dumps(state, default=_json_default).encode(), np.uint8)
+        # Plain JSON values only: history rows hold Python floats, settings plain dicts.
+        "state": np.frombuffer(json.dumps(state).encode(), np.uint8)
     }
     for group in ARRAY_GROUPS:
         for number, array in enumerate(checkpoint.arrays.get(group, ())):
@@ -266,11 +264,3 @@ def check_same_data(checkpoint: Checkpoint, dataset: Any) -> None:
             f"{dataset.report.validation}, or different pixels); resume with the same files, "
             "or train afresh into another folder"
         )
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # NumPy scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to a checkpoint")

@@ -86,7 +86,7 @@ def resumed_events(checkpoint: Checkpoint) -> tuple[list[Event], list[Event]]:
     """Epoch and batch events for the epochs a checkpoint has done, so that a resumed
     job's chart starts with them (one point an epoch; the last epoch's samples)."""
     epochs, batches, elapsed = [], [], 0.0
-    total = checkpoint.train_config.epochs
+    total = checkpoint.settings["train"]["epochs"]
     for row in checkpoint.history:
         elapsed += float(row.get("seconds") or 0.0)
         epochs.append({"type": "epoch", "epochs": total, **row})
@@ -190,11 +190,12 @@ class TrainingJob:
         """A job that goes on with an interrupted run (``read_checkpoint(RUN)``) on
         ``dataset``, with the run's own settings; ``options`` as for the constructor."""
         settings = checkpoint.settings
+        model_config, train_config, data_config = checkpoint.configs()
         return cls(
             dataset=dataset,
-            model_config=checkpoint.model_config,
-            train_config=checkpoint.train_config,
-            data_config=checkpoint.data_config,
+            model_config=model_config,
+            train_config=train_config,
+            data_config=data_config,
             out_dir=checkpoint.path.parent,
             preset=settings.get("preset", "custom"),
             init_from=settings.get("init_from"),

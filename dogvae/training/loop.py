@@ -343,9 +343,7 @@ def resume_and_save(
     settings = checkpoint.settings
     return train_and_save(
         dataset,
-        checkpoint.model_config,
-        checkpoint.train_config,
-        checkpoint.data_config,
+        *checkpoint.configs(),
         checkpoint.path.parent,
         preset=settings.get("preset", "custom"),
         on_event=on_event,
