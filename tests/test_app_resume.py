@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from dogvae import runs, ui
@@ -73,3 +74,78 @@ def test_resume_without_its_data_says_how_to_get_it(runs_folder, monkeypatch):
     assert "load 'memory' on the Data page" in texts(at.error)
     assert ui.JOB not in at.session_state
     assert ckpt.has_checkpoint(run)
+
+
+SERVER = """
+import sys, time
+from pathlib import Path
+from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.data import load_dataset
+from dogvae.training import TrainingJob
+
+images, run = Path(sys.argv[1]), Path(sys.argv[2])
+dataset = load_dataset(images, DataConfig())
+job = TrainingJob(
+    dataset=dataset,
+    model_config=ModelConfig(),
+    train_config=TrainConfig(epochs=500, batch_size=8),
+    data_config=DataConfig(),
+    out_dir=run,
+    preset="seed",
+    source={"path": str(images), "data_root": None},
+).start()
+print("training", flush=True)
+job.wait()
+"""
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_training_lists_the_run_and_resumes_it(app_dirs):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, write_dogs
+
+    data_dir, runs_dir = app_dirs
+    write_dogs(data_dir / "dogs", 16)
+    run = runs_dir / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), ckpt.INTERVAL_ENV: "0.3"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(data_dir / "dogs"), str(run)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if ckpt.read_checkpoint(run, arrays=False).epoch >= 2:
+                    break
+            except (FileNotFoundError, ValueError):
+                pass
+            assert server.poll() is None, "the training process ended by itself"
+            time.sleep(0.1)
+        server.send_signal(signal.SIGKILL)
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    saved = ckpt.read_checkpoint(run)
+    at = models_page()  # a new server: nothing in memory, the data loaded again from its source
+    assert saved.describe().capitalize() in texts(at.markdown)
+    at.button(key="resume-killed").click().run()
+    assert not at.exception, [error.value for error in at.exception]
+    job = at.session_state[ui.JOB]
+    done = len(saved.history)
+    assert [row["epoch"] for row in job.epochs()][:done] == list(range(1, done + 1))
+    while len(job.epochs()) < done + 1 and job.running:
+        time.sleep(0.1)
+    job.stop()
+    assert job.wait(120) and job.status == "stopped", job.message
+    epochs = [row["epoch"] for row in runs.read_history(run)]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) > done
