@@ -47,7 +47,27 @@ def _report(args) -> int:
     return 0
 
 
+# Options that would change a run's settings: --resume goes on with the run's own.
+SETTING_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "latent_dim",
+    "learning_rate",
+    "kl_warmup",
+    "lr_schedule",
+    "budget_minutes",
+    "flip",
+    "shift",
+    "limit",
+    "init_from",
+)
+
+
 def _train(args) -> int:
+    if args.resume:
+        return _resume(args)
+    if not args.data or not args.out:
+        raise ValueError("train needs DATA and --out RUN (or --resume RUN to go on with one)")
     from dogvae.runs import check_run_target
 
     start_model = None
@@ -123,7 +143,52 @@ def _train(args) -> int:
             initial_weights=initial_weights,
             init_from=init_from,
             tensorboard_dir=args.tensorboard,
+            source=_source(args),
         )
+    return _outcome(run_dir, result)
+
+
+def _source(args) -> dict:
+    """Where the data came from, absolute, for a later --resume to load it again."""
+    root = str(Path(args.data_root).resolve()) if args.data_root else None
+    return {"path": str(Path(args.data).resolve()), "data_root": root}
+
+
+def _resume(args) -> int:
+    given = [name for name in SETTING_OPTIONS if getattr(args, name) is not None]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"--resume goes on with the run's own settings; leave out {options}")
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError("--out must be the run given to --resume, or left out")
+    from dogvae.training.checkpoint import read_checkpoint, recover_run
+
+    recover_run(args.resume)
+    checkpoint = read_checkpoint(args.resume)
+    source = checkpoint.settings.get("source") or {}
+    if not (args.data or source.get("path")):
+        raise ValueError(
+            f"{args.resume} does not record its data; give it: train DATA --resume RUN"
+        )
+    args.data = args.data or source["path"]
+    args.data_root = args.data_root or source.get("data_root")
+    from dogvae.training import make_strategy
+
+    strategy = make_strategy(args.strategy) if args.strategy != "default" else None
+    dataset = _load(args, checkpoint.configs()[2]).require_images()
+    print(f"resuming {args.resume}: {checkpoint.describe()}", flush=True)
+
+    from dogvae.terminal import stop_on_signals
+    from dogvae.training.loop import resume_and_save
+
+    with stop_on_signals() as stop:
+        run_dir, result = resume_and_save(
+            checkpoint, dataset, on_event=_print_epoch, stop_event=stop, strategy=strategy
+        )
+    return _outcome(run_dir, result)
+
+
+def _outcome(run_dir: Path, result) -> int:
     from dogvae.training import is_chief
 
     if is_chief():

@@ -62,8 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(report)
 
     train = commands.add_parser("train", help="train a VAE and save a run folder")
-    train.add_argument("data", help="a CSV with a 'filepaths' column, a ZIP of images, or a folder")
-    train.add_argument("--out", required=True, help="run folder to write (e.g. runs/demo)")
+    train.add_argument(
+        "data",
+        nargs="?",
+        help="a CSV with a 'filepaths' column, a ZIP of images, or a folder "
+        "(with --resume: default, where the run's data came from)",
+    )
+    train.add_argument("--out", help="run folder to write (e.g. runs/demo)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="go on with the interrupted training in RUN to its planned end, with its settings",
+    )
     train.add_argument(
         "--preset",
         default="seed",

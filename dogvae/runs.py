@@ -39,6 +39,7 @@ from dogvae.atomic import (
 )
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from dogvae.latent_stats import LatentStats
+from dogvae.training.checkpoint import checkpoint_path, has_checkpoint, pause_for_tests
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
@@ -95,18 +96,24 @@ class RunInfo:
         return self.config.get("created", "")
 
 
-def check_run_target(run_dir: str | Path) -> Path:
+def check_run_target(run_dir: str | Path, *, resuming: bool = False) -> Path:
     """Refuse, before any training, an output path that cannot become a run folder.
 
     An existing dogvae run may be replaced (atomically, after training); any
     other existing file or non-empty folder is refused so that nothing the user
-    had is lost.
+    had is lost, and so is an interrupted training unless ``resuming`` it.
     """
     run_dir = Path(run_dir)
+    interrupted = has_checkpoint(run_dir)
+    if interrupted and not resuming:
+        raise ValueError(
+            f"{run_dir} holds an interrupted training; continue it with "
+            f"`python -m dogvae train --resume {run_dir}`, or choose another --out"
+        )
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ValueError(f"{run_dir} exists and is not a folder; choose another --out")
-        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file():
+        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file() and not interrupted:
             raise ValueError(
                 f"{run_dir} is a folder that is not a dogvae run; choose another --out "
                 "(dogvae only replaces its own run folders)"
@@ -150,7 +157,7 @@ def save_run(
     """
     run_dir = Path(run_dir)
     if replace:
-        check_run_target(run_dir)
+        check_run_target(run_dir, resuming=True)  # the training's own checkpoint goes with it
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     final = {key: value for key, value in (history[-1] if history else {}).items()}
     config = {
@@ -187,12 +194,24 @@ def save_run(
                 latent_stats.save(temp / LATENT_STATS)
             # config.json last: a folder with it is complete.
             _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
-        place = swap_into_place if replace else place_under_free_name
-        return place(temp, run_dir)
+            pause_for_tests("save")
+        if replace or _only_a_checkpoint(run_dir):
+            # This training's own folder (its checkpoint, no run) is replaced as a whole.
+            return swap_into_place(temp, run_dir)
+        placed = place_under_free_name(temp, run_dir)
+        # Saved beside a run that took the name meanwhile: this training's checkpoint,
+        # left in that folder, would list it as interrupted.
+        checkpoint_path(run_dir).unlink(missing_ok=True)
+        return placed
     except OSError as error:
         raise OSError(
             error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
         ) from error
+
+
+def _only_a_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds an unfinished training's checkpoint and no saved run."""
+    return has_checkpoint(run_dir) and not (run_dir / "config.json").is_file()
 
 
 def recover_runs(runs_dir: str | Path) -> list[str]:

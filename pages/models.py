@@ -1,7 +1,8 @@
-"""Models: the saved runs, to pick the active one, download it or delete it.
+"""Models: the saved runs, to pick the active one, download it or delete it; and the
+interrupted trainings, to resume.
 
-Only each run's config.json and history.csv are read here, so the page opens
-without loading TensorFlow.
+Only each run's config.json and history.csv (and each checkpoint's small state)
+are read here, so the page opens without loading TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ import pandas as pd
 import streamlit as st
 
 from dogvae import runs, ui
+from dogvae.training import TrainingJob
+from dogvae.training.checkpoint import (
+    Checkpoint,
+    check_same_data,
+    data_fingerprint,
+    has_checkpoint,
+    list_interrupted,
+    read_checkpoint,
+)
+from dogvae.training.jobs import running_run_dirs
 
 PENDING_DELETE = "models_pending_delete"  # session key: path of the run awaiting "Confirm delete"
 NOTICE = "models_notice"  # session key: a message to show once, after a rerun
@@ -156,6 +167,72 @@ def delete(run: runs.RunInfo) -> None:
     st.rerun()
 
 
+def resume_data(saved: Checkpoint):
+    """The data an interrupted run trained on: the session's, or loaded again from its source."""
+    loaded = ui.dataset()
+    if loaded is not None and data_fingerprint(loaded) == saved.settings.get("fingerprint"):
+        return loaded
+    source = saved.settings.get("source") or {}
+    if source.get("path") and Path(source["path"]).exists():
+        from dogvae.data import load_dataset
+
+        with st.spinner(f"Loading {Path(source['path']).name} again…"):
+            dataset = load_dataset(
+                source["path"], saved.configs()[2], allowed_root=source.get("data_root")
+            )
+        check_same_data(saved, dataset)
+        return dataset
+    shown = (saved.settings.get("data") or {}).get("source", "its dataset")
+    raise ValueError(
+        f"its data is not loaded; load {shown!r} on the Data page as it was, then Resume again"
+    )
+
+
+def resume(run_dir: Path) -> None:
+    """Go on with an interrupted training in this session's TrainingJob, on the Train page."""
+    job = ui.training_job()
+    if job is not None and job.running:
+        st.error("This session is training already; stop that training first, then Resume.")
+        return
+    try:
+        saved = read_checkpoint(run_dir)
+        job = TrainingJob.resuming(
+            saved,
+            resume_data(saved),
+            slots=ui.training_slots(ui.max_trainings()),
+            is_wanted=ui.session_is_open(),
+            abandon_after=ui.abandon_seconds(),
+        ).start()
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        st.error(f"Could not resume {run_dir.name}: {error}")
+        return
+    st.session_state[ui.JOB] = job
+    st.session_state.pop("job_announced", None)
+    st.switch_page("pages/train.py")
+
+
+def interrupted_card(saved: Checkpoint, running: bool) -> None:
+    run_dir = saved.path.parent
+    with st.container(border=True):
+        badge = ":blue-badge[training]" if running else ":orange-badge[interrupted]"
+        st.subheader(f"{run_dir.name} {badge}")
+        settings = saved.settings
+        st.markdown(
+            f"{saved.describe().capitalize()} · preset **{settings.get('preset', 'custom')}** · "
+            f"trained for {number(saved.state.get('seconds'), 0)} s · last checkpoint "
+            f"{str(saved.state.get('written', '?'))[:16].replace('T', ' ')} UTC"
+        )
+        if running:
+            st.caption("Training now on this server; its checkpoint is kept up to date.")
+        elif st.button(
+            "Resume",
+            key=f"resume-{run_dir.name}",
+            type="primary",
+            help="Go on from the last checkpoint to the planned end, with the run's settings",
+        ):
+            resume(run_dir)
+
+
 def run_card(run: runs.RunInfo, active: bool) -> None:
     with st.container(border=True):
         bundled = ui.is_default_run(run.path)
@@ -209,14 +286,19 @@ if notice := st.session_state.pop(NOTICE, None):
     st.success(notice)
 
 found, problems = ui.list_runs()
+problems = [(path, why) for path, why in problems if not has_checkpoint(path)]
 active_path = ui.active_run_path()
 pending = st.session_state.get(PENDING_DELETE)
 if pending and all(str(run.path) != pending for run in found):
     # Deleted elsewhere between the Delete click and now: nothing is left to confirm.
     st.session_state.pop(PENDING_DELETE)
     st.info(f"Run {Path(pending).name} was deleted in another session meanwhile.")
+interrupted = list_interrupted(ui.runs_dir())
+live = running_run_dirs()
+for saved in interrupted:
+    interrupted_card(saved, saved.path.parent.resolve() in live)
 
-if not found:
+if not found and not interrupted:
     st.info(
         "No saved runs yet. Train a model on the **Train** page, or copy a run folder "
         f"(with its config.json and .keras files) into `{ui.runs_dir()}`."

@@ -87,6 +87,9 @@ def start(dataset, preset_name, settings: dict, run_name: str):
             f"A training named {run_name!r} is already running on this server (another "
             "session started it); choose another name."
         )
+    # A dataset from the server's data folder can be loaded again to resume; an upload cannot.
+    source_path = ui.data_dir() / report.source
+    source = {"path": str(source_path), "data_root": None} if source_path.exists() else None
     initial_weights = init_from = None
     if settings.get("from_default"):
         initial_weights, init_from = start_weights(model_config)
@@ -105,6 +108,7 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         initial_weights=initial_weights,
         init_from=init_from,
         tensorboard_dir=ui.tensorboard_dir() / run_name if settings.get("tensorboard") else None,
+        source=source,
     )
     st.session_state[ui.JOB] = job.start()
     st.session_state.pop("job_announced", None)
@@ -165,7 +169,8 @@ def draw(job: TrainingJob) -> None:
             with column:
                 st.caption(title)
                 st.altair_chart(line_chart(frame[frame.series.str.startswith(prefix)]))
-    rows = job.epochs()
+    # A resumed job's earlier epochs have no sample grids, except the last one.
+    rows = [row for row in job.epochs() if "samples" in row]
     if rows:
         latest = rows[-1]
         st.caption(
@@ -249,9 +254,11 @@ if job is not None:
     rows = job.epochs()
     if rows:
         collapse_signal(rows[-1], job.model_config.latent_dim)
-    if len(rows) > 1:
-        shown = st.slider("Samples after epoch", 1, len(rows), len(rows))
-        ui.show_images(rows[shown - 1]["samples"], cols=8, scale=2)
+    grids = {row["epoch"]: row["samples"] for row in rows if "samples" in row}
+    if len(grids) > 1:
+        # Contiguous: a resumed job has grids from its first epoch on (and the one before).
+        shown = st.slider("Samples after epoch", min(grids), max(grids), max(grids))
+        ui.show_images(grids[shown], cols=8, scale=2)
     st.divider()
 
 if dataset is None:

@@ -20,7 +20,15 @@ from conftest import save_test_run, write_dogs
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "bench" / "seed_baseline.py"
-SCRIPTS = ("data.py", "train.py", "scale.py", "latency.py", "gap.py", "train_in_app.py")
+SCRIPTS = (
+    "data.py",
+    "train.py",
+    "scale.py",
+    "latency.py",
+    "gap.py",
+    "train_in_app.py",
+    "checkpoint.py",
+)
 
 
 def bench(
@@ -79,6 +87,19 @@ def test_a_missing_dataset_or_baseline_is_a_clear_message(tmp_path):
     csv_path.write_text("filepaths\n")
     out = bench("train.py", "--csv", str(csv_path), "--baseline", str(tmp_path / "none.py"))
     assert out.returncode == 2 and "seed_baseline.py" in out.stderr
+
+
+def test_checkpoint_bench_skips_cleanly_without_its_dataset(tmp_path):
+    out = bench("checkpoint.py", "--csv", str(tmp_path / "nowhere.csv"))
+    assert json_output(out) == {"skipped": f"no dataset at {tmp_path / 'nowhere.csv'}"}
+
+
+def test_checkpoint_bench_times_the_checkpoints_of_a_short_training(tmp_path):
+    csv_path = settled_csv(tmp_path, 24)
+    result = json_output(bench("checkpoint.py", "--csv", str(csv_path), "--epochs", "2"))
+    assert result["checkpoints"] == 2 and result["train_images"] == 21
+    assert 0 < result["seconds_per_checkpoint"] < result["epoch_seconds"]
+    assert 0 < result["share_of_epoch"] < 1 and result["checkpoint_mb"] > 1
 
 
 def test_data_bench_on_a_tiny_csv(tmp_path):

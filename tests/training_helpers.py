@@ -80,3 +80,35 @@ def memory_mapped(images, tmp_path):
 
 def epoch_batches(dataset):
     return [batch.numpy() for batch in dataset]
+
+
+def interrupted_run(folder, monkeypatch, name="run"):
+    """``folder/name`` as a kill right after its first epoch's checkpoint leaves it (a
+    2-epoch TINY training through train_and_save), and the in-memory Dataset it used."""
+    import pytest
+
+    from dogvae.training.checkpointer import Checkpointer
+    from dogvae.training.loop import train_and_save
+
+    write = Checkpointer.write
+
+    def write_then_die(self, epoch, batch):
+        write(self, epoch, batch)
+        if batch == 0:
+            raise KeyboardInterrupt("killed")
+
+    dataset = make_dataset(blobs(20), validation=4)
+    run = folder / name
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "write", write_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train_and_save(
+                dataset,
+                TINY,
+                TrainConfig(epochs=2, batch_size=8),
+                DataConfig(image_size=32),
+                run,
+                preset="custom",
+                source={"path": str(folder / "images"), "data_root": None},
+            )
+    return run, dataset

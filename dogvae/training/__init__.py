@@ -2,8 +2,10 @@
 
 One module a concept:
 
-* ``loop``: ``train_vae``, ``train_and_save``, ``training_statistics``;
+* ``loop``: ``train_vae``, ``train_and_save``, ``resume_and_save``, ``training_statistics``;
 * ``callback``: ``LiveHistory``, the Keras callback (imports Keras);
+* ``checkpoint``: ``RUN/checkpoint.npz``, its atomic write and reading (NumPy only);
+* ``checkpointer``: ``Checkpointer``, the Keras callback that writes and restores them;
 * ``pipeline``: the tf.data batches, flips, shifts and memory-map gather (imports TensorFlow);
 * ``schedules``: the KL weight and learning rate over a run;
 * ``events``: the progress events a training sends;
@@ -23,7 +25,13 @@ from dogvae.training.jobs import (
     save_running_jobs,
     stop_running_jobs,
 )
-from dogvae.training.loop import TrainResult, train_and_save, train_vae, training_statistics
+from dogvae.training.loop import (
+    TrainResult,
+    resume_and_save,
+    train_and_save,
+    train_vae,
+    training_statistics,
+)
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "kl_weight_for_epoch",
     "learning_rate_at",
     "make_strategy",
+    "resume_and_save",
     "running_job_into",
     "save_running_jobs",
     "stop_running_jobs",

@@ -19,6 +19,7 @@ import numpy as np
 from dogvae.config import TrainConfig
 from dogvae.images import to_uint8
 from dogvae.model import decode, encode
+from dogvae.training.checkpoint import Checkpoint
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
 
@@ -52,6 +53,7 @@ class LiveHistory(keras.callbacks.Callback):
         steps: Batches an epoch.
         sample_z: Latent vectors decoded into each epoch's sample grid.
         diagnostic_images: Images encoded after each epoch for ``latent_diagnostics``.
+        resume: A checkpoint to go on from: its history, clock and batch position.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class LiveHistory(keras.callbacks.Callback):
         steps: int,
         sample_z: np.ndarray,
         diagnostic_images: np.ndarray,
+        resume: Checkpoint | None = None,
     ) -> None:
         super().__init__()
         self.on_event = on_event
@@ -75,8 +78,20 @@ class LiveHistory(keras.callbacks.Callback):
         self.status = "finished"
         self.message = ""
         self.good_weights: tuple[list, list] | None = None
-        self.started = time.perf_counter()
+        self.started = None
         self.learning_rate = float(config.learning_rate)
+        self.last_samples: np.ndarray | None = None
+        # Where a resumed training starts: the clock goes on, and so does the epoch.
+        self.seconds_before = 0.0
+        self.first_epoch = self.first_batch = 0
+        self.epoch_seconds_before = 0.0
+        if resume is not None:
+            self.history = resume.history
+            self.seconds_before = float(resume.state["seconds"])
+            self.first_epoch, self.first_batch = resume.epoch, resume.batch
+            self.epoch_seconds_before = float(resume.state.get("epoch_seconds", 0.0))
+            self.learning_rate = float(resume.state.get("learning_rate", self.learning_rate))
+            self.last_samples = resume.samples
 
     def _snapshot(self) -> None:
         self.good_weights = (
@@ -91,13 +106,17 @@ class LiveHistory(keras.callbacks.Callback):
             self.model.decoder.set_weights(self.good_weights[1])
 
     def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
-        self._snapshot()
+        if self.started is None:  # a resumed epoch is a fit of its own; the clock runs on
+            self.started = time.perf_counter() - self.seconds_before
+            self._snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.epoch_started = time.perf_counter()
-        self.batches = 0
+        self.batches = self.offset = 0
+        if epoch == self.first_epoch and self.first_batch:
+            self.batches = self.offset = self.first_batch
+            self.epoch_started -= self.epoch_seconds_before
         self.model.kl_weight.assign(kl_weight_for_epoch(self.config, epoch))
 
     def progress(self) -> float:
@@ -114,7 +133,7 @@ class LiveHistory(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(self.learning_rate)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.batches = batch + 1
+        self.batches = self.offset + batch + 1
         # The loss is looked at when reported (and on an epoch's last batch, and at
         # the epoch's end): a NaN found a few batches late still rolls back to the
         # last good epoch, and the other batches cost two comparisons.
@@ -125,7 +144,7 @@ class LiveHistory(keras.callbacks.Callback):
                 self.status = "diverged"
                 self.message = (
                     f"the loss became {values['loss']} at epoch {self.epoch + 1}, batch "
-                    f"{batch + 1}; kept the weights of the last good epoch "
+                    f"{self.batches}; kept the weights of the last good epoch "
                     f"({len(self.history)}). Try a lower learning rate or a KL warm-up."
                 )
                 self.model.stop_training = True
@@ -135,13 +154,13 @@ class LiveHistory(keras.callbacks.Callback):
             self.status = "budget"
             self.message = (
                 f"reached the time budget of {budget:g} minutes at epoch {self.epoch + 1}, "
-                f"batch {batch + 1}; saved what was learned."
+                f"batch {self.batches}; saved what was learned."
             )
             self.model.stop_training = True
         elif self.stop_event is not None and self.stop_event.is_set():
             self.status = "stopped"
             self.message = (
-                f"stopped by the user at epoch {self.epoch + 1}, batch {batch + 1}; "
+                f"stopped by the user at epoch {self.epoch + 1}, batch {self.batches}; "
                 "saved what was learned so far."
             )
             self.model.stop_training = True
@@ -188,5 +207,5 @@ class LiveHistory(keras.callbacks.Callback):
         row.update(latent_diagnostics(z_mean, z_log_var))
         self._snapshot()
         self.history.append(row)
-        samples = to_uint8(decode(self.model.decoder, self.sample_z))
+        samples = self.last_samples = to_uint8(decode(self.model.decoder, self.sample_z))
         self.on_event({"type": "epoch", "epochs": self.config.epochs, **row, "samples": samples})

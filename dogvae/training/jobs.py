@@ -21,8 +21,9 @@ from typing import Any
 
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
 from dogvae.data import Dataset
+from dogvae.training.checkpoint import Checkpoint
 from dogvae.training.events import Event
-from dogvae.training.loop import train_and_save
+from dogvae.training.loop import resume_and_save, train_and_save
 
 
 class TrainingSlots:
@@ -74,6 +75,30 @@ def _register_exit_hook() -> None:
 
             atexit.register(save_running_jobs)
             _exit_hook_registered = True
+
+
+def running_run_dirs() -> set[Path]:
+    """The run folders this server is training into now (their checkpoints are live)."""
+    return {job.out_dir.resolve() for job in list(_running_jobs.values()) if job.running}
+
+
+def resumed_events(checkpoint: Checkpoint) -> tuple[list[Event], list[Event]]:
+    """Epoch and batch events for the epochs a checkpoint has done, so that a resumed
+    job's chart starts with them (one point an epoch; the last epoch's samples)."""
+    epochs, batches, elapsed = [], [], 0.0
+    total = checkpoint.settings["train"]["epochs"]
+    for row in checkpoint.history:
+        elapsed += float(row.get("seconds") or 0.0)
+        epochs.append({"type": "epoch", "epochs": total, **row})
+        steps = int(row.get("batches") or 1)
+        losses = {key: row.get(key) for key in ("loss", "reconstruction", "kl")}
+        batches.append(
+            {"type": "batch", "epoch": row["epoch"], "batch": steps, "steps": steps}
+            | {"elapsed": elapsed, **losses}
+        )
+    if epochs and checkpoint.samples is not None:
+        epochs[-1]["samples"] = checkpoint.samples
+    return epochs, batches
 
 
 def stop_running_jobs() -> list[TrainingJob]:
@@ -138,6 +163,8 @@ class TrainingJob:
     init_from: dict[str, Any] | None = None  # what the initial weights came from (lineage)
     abandon_after: float = 30.0  # seconds unwanted before the job stops itself
     tensorboard_dir: Path | None = None  # also write TensorBoard logs here
+    source: dict[str, Any] | None = None  # where the data came from, for a later resume
+    resume: Checkpoint | None = field(default=None, repr=False)  # go on from this checkpoint
     status: str = field(default="pending", init=False)  # then running, finished, stopped,
     message: str = field(default="", init=False)  # diverged or failed
     run_dir: Path | None = field(default=None, init=False)
@@ -158,6 +185,8 @@ class TrainingJob:
             self.slots.acquire()
         self.status = "running"
         self.started = time.time()
+        if self.resume is not None:
+            self._epochs, self._batches = resumed_events(self.resume)
         self._thread = threading.Thread(target=self._work, name="dogvae-training", daemon=True)
         _register_exit_hook()
         _running_jobs[id(self)] = self
@@ -165,6 +194,25 @@ class TrainingJob:
         if self.is_wanted is not None:
             threading.Thread(target=self._watch, name="dogvae-training-watch", daemon=True).start()
         return self
+
+    @classmethod
+    def resuming(cls, checkpoint: Checkpoint, dataset: Dataset, **options: Any) -> TrainingJob:
+        """A job that goes on with an interrupted run (``read_checkpoint(RUN)``) on
+        ``dataset``, with the run's own settings; ``options`` as for the constructor."""
+        settings = checkpoint.settings
+        model_config, train_config, data_config = checkpoint.configs()
+        return cls(
+            dataset=dataset,
+            model_config=model_config,
+            train_config=train_config,
+            data_config=data_config,
+            out_dir=checkpoint.path.parent,
+            preset=settings.get("preset", "custom"),
+            init_from=settings.get("init_from"),
+            source=settings.get("source"),
+            resume=checkpoint,
+            **options,
+        )
 
     def _watch(self) -> None:
         """Stop the training when its session has been gone for ``abandon_after`` seconds.
@@ -246,21 +294,31 @@ class TrainingJob:
 
     def _work(self) -> None:
         try:
-            self.run_dir, result = train_and_save(
-                self.dataset,
-                self.model_config,
-                self.train_config,
-                self.data_config,
-                self.out_dir,
-                preset=self.preset,
-                on_event=self._record,
-                stop_event=self._stop,
-                initial_weights=self.initial_weights,
-                init_from=self.init_from,
-                stop_reason=self._stop_reason,
-                tensorboard_dir=self.tensorboard_dir,
-                replace=False,  # another session may have saved under this name meanwhile
-            )
+            if self.resume is not None:
+                self.run_dir, result = resume_and_save(
+                    self.resume,
+                    self.dataset,
+                    on_event=self._record,
+                    stop_event=self._stop,
+                    stop_reason=self._stop_reason,
+                )
+            else:
+                self.run_dir, result = train_and_save(
+                    self.dataset,
+                    self.model_config,
+                    self.train_config,
+                    self.data_config,
+                    self.out_dir,
+                    preset=self.preset,
+                    on_event=self._record,
+                    stop_event=self._stop,
+                    initial_weights=self.initial_weights,
+                    init_from=self.init_from,
+                    stop_reason=self._stop_reason,
+                    source=self.source,
+                    tensorboard_dir=self.tensorboard_dir,
+                    replace=False,  # another session may have saved under this name meanwhile
+                )
             self.status, self.message = result.status, result.message
         except Exception as error:
             self.status = "failed"

@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 
 from dogvae import latent
-from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from dogvae.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from dogvae.data import Dataset
 from dogvae.latent_stats import LatentStats
 from dogvae.samplers import sample_latents
+from dogvae.training.checkpoint import (
+    Checkpoint,
+    CheckpointPlan,
+    check_same_data,
+    checkpoint_interval,
+    clear_leftovers,
+    data_fingerprint,
+)
 from dogvae.training.distribute import is_chief, is_distributed, make_strategy
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch
@@ -68,6 +76,8 @@ def train_vae(
     train_indices: np.ndarray | None = None,
     validation_indices: np.ndarray | None = None,
     tensorboard_dir: str | Path | None = None,
+    checkpoints: CheckpointPlan | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Train a fresh VAE on uint8 images (N, H, W, C).
 
@@ -90,6 +100,9 @@ def train_vae(
         tensorboard_dir: Also write the events to TensorBoard logs in this folder
             (see ``dogvae.training.tensorboard``); only the chief of a multi-worker
             training writes them.
+        checkpoints: Write checkpoints as this plan says (see ``dogvae.training.checkpoint``).
+        resume: Go on from this checkpoint (its weights, optimizer, position and
+            history) instead of starting afresh; ``initial_weights`` is then ignored.
 
     Returns:
         The models with their last good weights, the per-epoch history and how it ended.
@@ -100,7 +113,7 @@ def train_vae(
     import keras
 
     from dogvae.model import build_vae
-    from dogvae.training import callback, pipeline
+    from dogvae.training import callback, checkpointer, pipeline
 
     # The model, under the strategy whose devices it trains on.
     keras.utils.set_random_seed(train_config.seed)
@@ -110,20 +123,28 @@ def train_vae(
             vae.encoder.set_weights(initial_weights[0])
             vae.decoder.set_weights(initial_weights[1])
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
+        if resume is not None:
+            checkpointer.restore(vae, resume)
 
     # The data: training batches shuffled and augmented, validation batches as they are.
     batch_size = min(train_config.batch_size, train_count)
     distributed = is_distributed(strategy)
-    train_data = pipeline.batches(
-        train_images,
-        batch_size,
-        True,
-        train_config.seed,
-        train_indices,
-        flip=train_config.flip,
-        shift=train_config.shift,
-        distributed=distributed,
-    )
+    epochs = pipeline.Epochs()
+
+    def train_data(skip: int):
+        return pipeline.batches(
+            train_images,
+            batch_size,
+            True,
+            train_config.seed,
+            train_indices,
+            flip=train_config.flip,
+            shift=train_config.shift,
+            distributed=distributed,
+            epochs=epochs,
+            skip=skip,
+        )
+
     validation_data = None
     if validation_count > 0:
         validation_data = pipeline.batches(
@@ -149,24 +170,56 @@ def train_vae(
         steps=math.ceil(train_count / batch_size),
         sample_z=sample_latents(SAMPLE_COUNT, model_config.latent_dim, train_config.seed),
         diagnostic_images=pipeline.first_rows(*diagnostic_rows, callback.MAX_DIAGNOSTIC_IMAGES),
+        resume=resume,
     )
-    callbacks = [*extra_callbacks, live, *([log] if log is not None else [])]
+    # The pipeline learns each epoch's number, which its order and flips depend on.
+    order = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.begin(epoch))
+    callbacks = [*extra_callbacks, order, live, *([log] if log is not None else [])]
+    if checkpoints is not None:
+        callbacks.append(
+            checkpointer.Checkpointer(
+                run_dir=checkpoints.run_dir,
+                settings=checkpoints.settings,
+                live=live,
+                interval=checkpoints.interval,
+                resume=resume,
+            )
+        )
 
     started = time.perf_counter()
-    vae.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=train_config.epochs,
-        shuffle=False,  # the pipeline shuffles
-        verbose=0,
-        callbacks=callbacks,
-    )
-    seconds = time.perf_counter() - started
+    for first_epoch, end_epoch, skip in _segments(resume, train_config.epochs):
+        vae.fit(
+            train_data(skip),
+            validation_data=validation_data,
+            initial_epoch=first_epoch,
+            epochs=end_epoch,
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+            callbacks=callbacks,
+        )
+        if live.status != "finished":
+            break
+    seconds = time.perf_counter() - started + live.seconds_before
 
     if live.status == "diverged":
         live.roll_back()  # a NaN: back to the weights of the last good epoch
     message = live.message or f"trained {len(live.history)} epochs in {seconds:.0f} s."
     return TrainResult(vae.encoder, vae.decoder, live.history, live.status, message, seconds)
+
+
+def _segments(resume: Checkpoint | None, epochs: int) -> list[tuple[int, int, int]]:
+    """The fits a training takes: (first epoch, end epoch, batches to skip in each).
+
+    A training resumed within an epoch first finishes that epoch in a fit of its
+    own, since Keras gives every epoch of one fit the same number of batches.
+    """
+    first, batch = (resume.epoch, resume.batch) if resume is not None else (0, 0)
+    if first >= epochs:
+        return []  # killed while saving the finished run: only the save is left
+    if not batch:
+        return [(first, epochs, 0)]
+    rest = [(first + 1, epochs, 0)] if first + 1 < epochs else []
+    return [(first, first + 1, batch), *rest]
 
 
 def _check_images(images: np.ndarray, indices: np.ndarray | None, model_config: ModelConfig) -> int:
@@ -205,6 +258,8 @@ def train_and_save(
     stop_reason: Callable[[], str] | None = None,
     tensorboard_dir: str | Path | None = None,
     replace: bool = True,
+    source: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train on ``dataset`` and save the run folder ``out_dir`` (atomically).
 
@@ -215,6 +270,10 @@ def train_and_save(
     ``tensorboard_dir``: see ``train_vae``. With ``replace=False`` an existing run
     is never replaced: a run saved at ``out_dir`` while this one trained makes this
     one ``out_dir-2`` (see ``runs.save_run``), which the returned path and message say.
+    While it trains, ``out_dir/checkpoint.npz`` is kept up to date (see
+    ``dogvae.training.checkpoint``); ``source`` (``{"path", "data_root"}``) says
+    where the data came from, for ``resume_and_save`` to load it again. ``resume``
+    goes on from a checkpoint of this run (use ``resume_and_save``).
     """
     from dogvae import runs
 
@@ -228,7 +287,23 @@ def train_and_save(
             f"{data_config.channels} but the model expects {model_config.image_size}x"
             f"{model_config.image_size}x{model_config.channels}"
         )
-    runs.check_run_target(out_dir)
+    runs.check_run_target(out_dir, resuming=resume is not None)
+    checkpoints = None
+    if is_chief():
+        if resume is not None:
+            check_same_data(resume, dataset)
+            clear_leftovers(out_dir)
+        settings = {
+            "preset": preset,
+            "model": to_dict(model_config),
+            "train": to_dict(train_config),
+            "data_config": to_dict(data_config),
+            "data": {**dataset.report.to_dict(), "unreadable": []},
+            "fingerprint": data_fingerprint(dataset),
+            "source": source,
+            "init_from": init_from,
+        }
+        checkpoints = CheckpointPlan(Path(out_dir), settings, checkpoint_interval())
     # Indices into the one array: a split of a large (memory-mapped) set is never copied.
     result = train_vae(
         dataset.images,
@@ -242,6 +317,8 @@ def train_and_save(
         train_indices=dataset.train_indices,
         validation_indices=dataset.validation_indices,
         tensorboard_dir=tensorboard_dir,
+        checkpoints=checkpoints,
+        resume=resume,
     )
     reason = stop_reason() if stop_reason is not None else ""
     if reason:
@@ -271,6 +348,36 @@ def train_and_save(
             f"one is saved as {run_dir.name!r}."
         )
     return run_dir, result
+
+
+def resume_and_save(
+    checkpoint: Checkpoint,
+    dataset: Dataset,
+    *,
+    on_event: OnEvent | None = None,
+    stop_event: threading.Event | None = None,
+    strategy=None,
+    stop_reason: Callable[[], str] | None = None,
+) -> tuple[Path, TrainResult]:
+    """Go on with an interrupted training to its planned end, with its own settings.
+
+    ``checkpoint`` is ``read_checkpoint(RUN)``; ``dataset`` must be the data it
+    trained on (ValueError otherwise). Saves RUN as ``train_and_save`` does.
+    """
+    settings = checkpoint.settings
+    return train_and_save(
+        dataset,
+        *checkpoint.configs(),
+        checkpoint.path.parent,
+        preset=settings.get("preset", "custom"),
+        on_event=on_event,
+        stop_event=stop_event,
+        strategy=strategy,
+        init_from=settings.get("init_from"),
+        stop_reason=stop_reason,
+        source=settings.get("source"),
+        resume=checkpoint,
+    )
 
 
 def training_statistics(encoder: Any, dataset: Dataset) -> LatentStats | None:
