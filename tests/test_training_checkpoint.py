@@ -16,8 +16,7 @@ from dogvae.cli import main
 from dogvae.config import TrainConfig
 from dogvae.training import checkpoint as ckpt
 from dogvae.training.loop import _segments, resume_and_save, train_vae
-from tests.conftest import REPO
-from tests.conftest import make_dataset
+from tests.conftest import REPO, make_dataset
 from tests.training_helpers import TINY, blobs, interrupted_run
 
 # Flips, shifts, a cosine rate and a KL warm-up: every position a resume must restore.
