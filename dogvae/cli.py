@@ -240,13 +240,17 @@ def _evaluate(args) -> int:
     import keras
 
     keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer
-    figures = _load_run(args.run).evaluate(images)
+    run = _load_run(args.run)
+    figures = run.evaluate(images)
+    bounds = run.likelihood(images, samples=args.samples, seed=args.seed)
     result = {
         "run": str(info.path),
         "data": str(args.data),
         "split": args.split,
         "images": len(images),
         **{key: round(value, 3) for key, value in figures.items()},
+        **{key: round(value, 4) for key, value in bounds.items() if key.endswith("_bpd")},
+        "iwae_samples": bounds["samples"],
         "parameters": info.config.get("parameters"),
         "train_seconds": info.config.get("seconds"),
     }

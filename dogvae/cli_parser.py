@@ -140,12 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--seed", type=_non_negative_int, default=0, help="for random ends")
     interpolate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels")
 
-    evaluate = commands.add_parser("evaluate", help="mean per-image loss of a run on a dataset")
+    from dogvae.likelihood import DEFAULT_SAMPLES
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="mean per-image loss, PSNR and bits per dimension (-ELBO, IWAE) of a run on a dataset",
+    )
     evaluate.add_argument("run", help="a run folder written by train")
     evaluate.add_argument("data", help="a CSV, ZIP or folder of images")
     evaluate.add_argument("--limit", type=_positive_int, help="use only the first N images")
     evaluate.add_argument("--split", choices=("all", *SPLITS), default="all", help="(default all)")
     evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
+    evaluate.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=DEFAULT_SAMPLES,
+        help="importance samples per image for the IWAE bound in bits per dimension "
+        f"(default {DEFAULT_SAMPLES})",
+    )
     evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
 
     stats = commands.add_parser(

@@ -242,6 +242,17 @@ def test_evaluate_prints_mean_losses(trained_run, capsys):
     assert result["images"] == 10
     assert result["loss"] == pytest.approx(result["reconstruction"] + result["kl"], abs=0.01)
     assert 0 < result["reconstruction"] < 64 * 64 * 1.0
+    # Bits per dimension of the 8-bit images, next to the losses.
+    assert result["iwae_samples"] == 16
+    assert 0 < result["iwae_bpd"] < result["elbo_bpd"] < 16
+    assert result["elbo_bpd"] == pytest.approx(
+        result["reconstruction_bpd"] + result["kl_bpd"], abs=0.01
+    )
+    assert main(["evaluate", str(run_dir), str(images), "--limit", "4", "--samples", "1"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["iwae_samples"] == 1 and single["iwae_bpd"] == single["elbo_bpd"]
+    assert main(["evaluate", str(run_dir), str(images), "--samples", "5000"]) == 2
+    assert "samples must be between 1 and 4096" in capsys.readouterr().err
 
 
 def write(path, text, encoding="utf-8"):
