@@ -8,6 +8,7 @@ with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -160,8 +161,27 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
+def _sample_output(path: str) -> tuple[Path, str]:
+    """Where ``generate`` writes and how: "grid" (.png), "array" (.npy) or "folder" (a PNG
+    per sample, for a path ending in a slash or an existing folder)."""
+    out = Path(path)
+    if path.endswith(("/", os.sep)) or out.is_dir():
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {path!r} is a file, not a folder")
+        if not out.resolve().parent.is_dir():
+            raise FileNotFoundError(f"the folder for --out does not exist: {out.parent}")
+        return out, "folder"
+    kind = {".png": "grid", ".npy": "array"}.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(
+            f"--out must end in .png (a grid) or .npy (the raw uint8 samples), or be a "
+            f"folder ending in / (one PNG per sample), got {path!r}"
+        )
+    return _check_output(path, (out.suffix.lower(),)), kind
+
+
 def _generate(args) -> int:
-    out = _check_output(args.out, (".png",))
+    out, kind = _sample_output(args.out)
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
     from dogvae import images, samplers
@@ -177,10 +197,23 @@ def _generate(args) -> int:
     except ValueError as error:
         raise ValueError(f"{args.run}: {error}") from None
     run = _load_run(args.run)
-    grid = images.image_grid(run.decode(z))
-    images.save_image(out, images.upscale(grid, args.scale))
+    decoded = run.decode(z)
+    if kind == "grid":
+        images.save_image(out, images.upscale(images.image_grid(decoded), args.scale))
+    elif kind == "array":
+        import numpy as np
+
+        from dogvae.atomic import write_atomically
+
+        pixels = images.to_uint8(decoded)  # (n, H, W, C), for tools that judge samples
+        write_atomically(out, lambda handle: np.save(handle, pixels, allow_pickle=False))
+    else:
+        out.mkdir(exist_ok=True)
+        for index, sample in enumerate(images.to_uint8(decoded)):
+            images.save_image(out / f"sample-{index:04d}.png", images.upscale(sample, args.scale))
+    written = f"{out}{os.sep}" if kind == "folder" else str(out)
     print(
-        f"wrote {out}: {args.n} samples from {run.info.name}, drawn from "
+        f"wrote {written}: {args.n} samples from {run.info.name}, drawn from "
         f"{samplers.SAMPLERS[sampler].source} at temperature {args.temperature:g}"
     )
     return 0

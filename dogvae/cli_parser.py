@@ -110,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     from dogvae.latent import METHODS
     from dogvae.samplers import AUTO, SAMPLER_CHOICES, SAMPLERS
 
-    generate = commands.add_parser("generate", help="write a grid of sampled dogs")
+    generate = commands.add_parser("generate", help="write sampled dogs: a grid, an array or PNGs")
     generate.add_argument("run", help="a run folder written by train")
-    generate.add_argument("--out", required=True, help="output .png")
+    generate.add_argument(
+        "--out",
+        required=True,
+        help="a .png (a grid), a .npy (the raw samples, an (N, H, W, C) uint8 array) or a "
+        "folder, ending in / or existing (one PNG per sample)",
+    )
     generate.add_argument("--n", type=_positive_int, default=16, help="images (default 16)")
     generate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")

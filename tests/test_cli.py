@@ -135,6 +135,41 @@ def test_generate_writes_a_grid(trained_run, tmp_path, capsys):
     assert out.read_bytes() == again.read_bytes()  # same seed, same dogs
 
 
+def test_generate_writes_raw_samples_as_an_array_or_one_png_each(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    grid = tmp_path / "grid.png"
+    assert main(["generate", str(run_dir), "--out", str(grid), "--n", "5", "--seed", "2"]) == 0
+    array_file = tmp_path / "samples.npy"
+    assert (
+        main(["generate", str(run_dir), "--out", str(array_file), "--n", "5", "--seed", "2"]) == 0
+    )
+    assert f"wrote {array_file}: 5 samples" in capsys.readouterr().out
+    samples = np.load(array_file, allow_pickle=False)
+    assert samples.shape == (5, 64, 64, 1) and samples.dtype == np.uint8
+    # The same dogs as the grid's tiles (row 0: the first three, 2 pixels of padding).
+    tiles = np.asarray(Image.open(grid))
+    np.testing.assert_array_equal(tiles[2:66, 2:66], samples[0, ..., 0])
+    np.testing.assert_array_equal(tiles[2:66, 68:132], samples[1, ..., 0])
+
+    folder = tmp_path / "pngs"
+    args = ["generate", str(run_dir), "--n", "5", "--seed", "2", "--scale", "2"]
+    assert main([*args, "--out", f"{folder}/"]) == 0
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"sample-{i:04d}.png" for i in range(5)]
+    first = np.asarray(Image.open(files[0]))
+    assert first.shape == (128, 128)
+    np.testing.assert_array_equal(first[::2, ::2], samples[0, ..., 0])
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main([*args, "--n", "2", "--out", str(existing)]) == 0  # no slash: still a folder
+    assert len(list(existing.iterdir())) == 2
+
+    assert main([*args, "--out", str(tmp_path / "missing" / "deeper") + "/"]) == 2
+    assert "the folder for --out does not exist" in capsys.readouterr().err
+    assert main([*args, "--out", str(array_file) + "/"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 def test_generate_samples_near_or_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     grids = {}
