@@ -291,20 +291,49 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _stats(args) -> int:
-    from dogvae.runs import read_run_info, write_latent_stats
+def _training_statistics(args, minimum: int):
+    """The run's info, its latent statistics computed afresh on the training split of
+    ``args.data`` (with at least ``minimum`` images), and how many images were encoded."""
+    from dogvae.runs import read_run_info
 
     info = read_run_info(args.run)
     data_config = replace(info.data_config, limit=args.limit)
     dataset = _load(args, data_config).require_images()
-    if dataset.report.train < 2:
-        raise ValueError(f"{args.data} has {dataset.report.train} training images; need 2")
+    if dataset.report.train < minimum:
+        raise ValueError(f"{args.data} has {dataset.report.train} training images; need {minimum}")
     run = _load_run(args.run)
     from dogvae.training.loop import MAX_STATISTICS_IMAGES, training_statistics
 
-    path = write_latent_stats(info.path, training_statistics(run.encoder, dataset))
     encoded = min(dataset.report.train, MAX_STATISTICS_IMAGES)
+    return info, training_statistics(run.encoder, dataset), encoded
+
+
+def _stats(args) -> int:
+    from dogvae.runs import write_latent_stats
+
+    info, stats, encoded = _training_statistics(args, minimum=2)
+    path = write_latent_stats(info.path, stats)
     print(f"wrote {path}: latent statistics of {encoded} training images of {args.data}")
+    return 0
+
+
+def _fit_sampler(args) -> int:
+    from dogvae import mixture
+    from dogvae.latent_stats import MIXTURE_FIELDS
+    from dogvae.runs import read_latent_stats, write_latent_stats
+
+    info, fresh, encoded = _training_statistics(args, minimum=mixture.MIN_CODES)
+    stats = read_latent_stats(info.path)
+    if stats is not None:  # keep what the run recorded; only the mixture is new
+        fitted = {name: getattr(fresh, name) for name in MIXTURE_FIELDS}
+        stats = replace(stats, **fitted)
+    path = write_latent_stats(info.path, stats if stats is not None else fresh)
+    fitted = mixture.mixture_of(fresh)
+    print(
+        f"wrote {path}: a Gaussian mixture of {len(fitted.weights)} components "
+        f"({fitted.covariance} covariances, chosen on held-out codes) fitted to the codes "
+        f"of {encoded} training images of {args.data}"
+    )
     return 0
 
 
@@ -315,4 +344,5 @@ COMMANDS = {
     "interpolate": _interpolate,
     "evaluate": _evaluate,
     "stats": _stats,
+    "fit-sampler": _fit_sampler,
 }

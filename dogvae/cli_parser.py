@@ -165,15 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
 
-    stats = commands.add_parser(
-        "stats",
-        help="record a run's latent statistics (sliders, sampling) from its training data",
+    _run_and_its_data(
+        commands.add_parser(
+            "stats",
+            help="record a run's latent statistics (sliders, sampling) from its training data",
+        )
     )
-    stats.add_argument("run", help="a run folder written by train")
-    stats.add_argument("data", help="the CSV, ZIP or folder it was trained on")
-    stats.add_argument("--limit", type=_positive_int, help="use only the first N images")
-    stats.add_argument("--data-root", help="folder that image paths must stay inside")
+    _run_and_its_data(
+        commands.add_parser(
+            "fit-sampler",
+            help="fit the mixture sampler to a run's training codes (for runs saved without one)",
+        )
+    )
     return parser
+
+
+def _run_and_its_data(parser: argparse.ArgumentParser) -> None:
+    """A run folder and the data it was trained on, for commands that encode that data."""
+    parser.add_argument("run", help="a run folder written by train")
+    parser.add_argument("data", help="the CSV, ZIP or folder it was trained on")
+    parser.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    parser.add_argument("--data-root", help="folder that image paths must stay inside")
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:

@@ -208,7 +208,14 @@ def test_stats_records_the_training_codes_of_an_older_run(trained_run, tmp_path,
     older = tmp_path / "older"
     shutil.copytree(run_dir, older)
     stats = runs.read_latent_stats(older)
-    runs.write_latent_stats(older, dataclasses.replace(stats, point_log_vars=None))
+    before_codes_and_mixture = dataclasses.replace(
+        stats,
+        point_log_vars=None,
+        mixture_weights=None,
+        mixture_means=None,
+        mixture_scale_tril=None,
+    )
+    runs.write_latent_stats(older, before_codes_and_mixture)
     out = str(tmp_path / "g.png")
     assert main(["generate", str(older), "--out", out, "--n", "4"]) == 0
     assert "latent distribution" in capsys.readouterr().out  # auto: the best it has
@@ -229,6 +236,41 @@ def test_stats_records_the_training_codes_of_an_older_run(trained_run, tmp_path,
     assert main(["stats", str(tmp_path / "nothing"), str(images)]) == 2
     assert "dogvae stats: error" in capsys.readouterr().err
     assert runs.read_latent_stats(older) is not None
+
+
+def test_fit_sampler_adds_the_mixture_to_an_older_run(trained_run, tmp_path, capsys):
+    from dogvae import runs
+
+    run_dir, images = trained_run
+    trained = runs.read_latent_stats(run_dir)
+    assert trained.mixture_weights is not None  # train fits it where it records the codes
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    without = dataclasses.replace(
+        trained, mixture_weights=None, mixture_means=None, mixture_scale_tril=None
+    )
+    runs.write_latent_stats(older, without)
+    out = str(tmp_path / "m.png")
+    assert main(["generate", str(older), "--out", out, "--sampler", "mixture"]) == 2
+    assert "python -m dogvae fit-sampler RUN DATA" in capsys.readouterr().err
+
+    assert main(["fit-sampler", str(older), str(images)]) == 0
+    said = capsys.readouterr().out
+    assert "a Gaussian mixture of" in said and "chosen on held-out codes" in said
+    fitted = runs.read_latent_stats(older)
+    for name in ("mixture_weights", "mixture_means", "mixture_scale_tril"):
+        np.testing.assert_allclose(getattr(fitted, name), getattr(trained, name), atol=1e-4)
+    np.testing.assert_array_equal(fitted.points, trained.points)  # the rest is kept
+    assert main(["generate", str(older), "--out", out, "--sampler", "mixture", "--n", "4"]) == 0
+    assert "a Gaussian mixture fitted to the training dogs' codes" in capsys.readouterr().out
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "latent_stats.npz").unlink()
+    assert main(["fit-sampler", str(bare), str(images)]) == 0  # no statistics: all of them
+    assert runs.read_latent_stats(bare).mixture_weights is not None
+    assert main(["fit-sampler", str(bare), str(images), "--limit", "5"]) == 2
+    assert "training images; need 10" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])
