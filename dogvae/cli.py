@@ -8,6 +8,7 @@ with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -233,8 +234,27 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
+def _sample_output(path: str) -> tuple[Path, str]:
+    """Where ``generate`` writes and how: "grid" (.png), "array" (.npy) or "folder" (a PNG
+    per sample, for a path ending in a slash or an existing folder)."""
+    out = Path(path)
+    if path.endswith(("/", os.sep)) or out.is_dir():
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {path!r} is a file, not a folder")
+        if not out.resolve().parent.is_dir():
+            raise FileNotFoundError(f"the folder for --out does not exist: {out.parent}")
+        return out, "folder"
+    kind = {".png": "grid", ".npy": "array"}.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(
+            f"--out must end in .png (a grid) or .npy (the raw uint8 samples), or be a "
+            f"folder ending in / (one PNG per sample), got {path!r}"
+        )
+    return _check_output(path, (out.suffix.lower(),)), kind
+
+
 def _generate(args) -> int:
-    out = _check_output(args.out, (".png",))
+    out, kind = _sample_output(args.out)
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
     from dogvae import images, samplers
@@ -250,10 +270,23 @@ def _generate(args) -> int:
     except ValueError as error:
         raise ValueError(f"{args.run}: {error}") from None
     run = _load_run(args.run)
-    grid = images.image_grid(run.decode(z))
-    images.save_image(out, images.upscale(grid, args.scale))
+    decoded = run.decode(z)
+    if kind == "grid":
+        images.save_image(out, images.upscale(images.image_grid(decoded), args.scale))
+    elif kind == "array":
+        import numpy as np
+
+        from dogvae.atomic import write_atomically
+
+        pixels = images.to_uint8(decoded)  # (n, H, W, C), for tools that judge samples
+        write_atomically(out, lambda handle: np.save(handle, pixels, allow_pickle=False))
+    else:
+        out.mkdir(exist_ok=True)
+        for index, sample in enumerate(images.to_uint8(decoded)):
+            images.save_image(out / f"sample-{index:04d}.png", images.upscale(sample, args.scale))
+    written = f"{out}{os.sep}" if kind == "folder" else str(out)
     print(
-        f"wrote {out}: {args.n} samples from {run.info.name}, drawn from "
+        f"wrote {written}: {args.n} samples from {run.info.name}, drawn from "
         f"{samplers.SAMPLERS[sampler].source} at temperature {args.temperature:g}"
     )
     return 0
@@ -313,13 +346,17 @@ def _evaluate(args) -> int:
     import keras
 
     keras.utils.set_random_seed(args.seed)  # before loading: it seeds the Sampling layer
-    figures = _load_run(args.run).evaluate(images)
+    run = _load_run(args.run)
+    figures = run.evaluate(images)
+    bounds = run.likelihood(images, samples=args.samples, seed=args.seed)
     result = {
         "run": str(info.path),
         "data": str(args.data),
         "split": args.split,
         "images": len(images),
         **{key: round(value, 3) for key, value in figures.items()},
+        **{key: round(value, 4) for key, value in bounds.items() if key.endswith("_bpd")},
+        "iwae_samples": bounds["samples"],
         "parameters": info.config.get("parameters"),
         "train_seconds": info.config.get("seconds"),
     }
@@ -327,20 +364,49 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _stats(args) -> int:
-    from dogvae.runs import read_run_info, write_latent_stats
+def _training_statistics(args, minimum: int):
+    """The run's info, its latent statistics computed afresh on the training split of
+    ``args.data`` (with at least ``minimum`` images), and how many images were encoded."""
+    from dogvae.runs import read_run_info
 
     info = read_run_info(args.run)
     data_config = replace(info.data_config, limit=args.limit)
     dataset = _load(args, data_config).require_images()
-    if dataset.report.train < 2:
-        raise ValueError(f"{args.data} has {dataset.report.train} training images; need 2")
+    if dataset.report.train < minimum:
+        raise ValueError(f"{args.data} has {dataset.report.train} training images; need {minimum}")
     run = _load_run(args.run)
     from dogvae.training.loop import MAX_STATISTICS_IMAGES, training_statistics
 
-    path = write_latent_stats(info.path, training_statistics(run.encoder, dataset))
     encoded = min(dataset.report.train, MAX_STATISTICS_IMAGES)
+    return info, training_statistics(run.encoder, dataset), encoded
+
+
+def _stats(args) -> int:
+    from dogvae.runs import write_latent_stats
+
+    info, stats, encoded = _training_statistics(args, minimum=2)
+    path = write_latent_stats(info.path, stats)
     print(f"wrote {path}: latent statistics of {encoded} training images of {args.data}")
+    return 0
+
+
+def _fit_sampler(args) -> int:
+    from dogvae import mixture
+    from dogvae.latent_stats import MIXTURE_FIELDS
+    from dogvae.runs import read_latent_stats, write_latent_stats
+
+    info, fresh, encoded = _training_statistics(args, minimum=mixture.MIN_CODES)
+    stats = read_latent_stats(info.path)
+    if stats is not None:  # keep what the run recorded; only the mixture is new
+        fitted = {name: getattr(fresh, name) for name in MIXTURE_FIELDS}
+        stats = replace(stats, **fitted)
+    path = write_latent_stats(info.path, stats if stats is not None else fresh)
+    fitted = mixture.mixture_of(fresh)
+    print(
+        f"wrote {path}: a Gaussian mixture of {len(fitted.weights)} components "
+        f"({fitted.covariance} covariances, chosen on held-out codes) fitted to the codes "
+        f"of {encoded} training images of {args.data}"
+    )
     return 0
 
 
@@ -351,4 +417,5 @@ COMMANDS = {
     "interpolate": _interpolate,
     "evaluate": _evaluate,
     "stats": _stats,
+    "fit-sampler": _fit_sampler,
 }

@@ -126,9 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     from dogvae.latent import METHODS
     from dogvae.samplers import AUTO, SAMPLER_CHOICES, SAMPLERS
 
-    generate = commands.add_parser("generate", help="write a grid of sampled dogs")
+    generate = commands.add_parser("generate", help="write sampled dogs: a grid, an array or PNGs")
     generate.add_argument("run", help="a run folder written by train")
-    generate.add_argument("--out", required=True, help="output .png")
+    generate.add_argument(
+        "--out",
+        required=True,
+        help="a .png (a grid), a .npy (the raw samples, an (N, H, W, C) uint8 array) or a "
+        "folder, ending in / or existing (one PNG per sample)",
+    )
     generate.add_argument("--n", type=_positive_int, default=16, help="images (default 16)")
     generate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
@@ -156,23 +161,47 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--seed", type=_non_negative_int, default=0, help="for random ends")
     interpolate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels")
 
-    evaluate = commands.add_parser("evaluate", help="mean per-image loss of a run on a dataset")
+    from dogvae.likelihood import DEFAULT_SAMPLES
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="mean per-image loss, PSNR and bits per dimension (-ELBO, IWAE) of a run on a dataset",
+    )
     evaluate.add_argument("run", help="a run folder written by train")
     evaluate.add_argument("data", help="a CSV, ZIP or folder of images")
     evaluate.add_argument("--limit", type=_positive_int, help="use only the first N images")
     evaluate.add_argument("--split", choices=("all", *SPLITS), default="all", help="(default all)")
     evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
+    evaluate.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=DEFAULT_SAMPLES,
+        help="importance samples per image for the IWAE bound in bits per dimension "
+        f"(default {DEFAULT_SAMPLES})",
+    )
     evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
 
-    stats = commands.add_parser(
-        "stats",
-        help="record a run's latent statistics (sliders, sampling) from its training data",
+    _run_and_its_data(
+        commands.add_parser(
+            "stats",
+            help="record a run's latent statistics (sliders, sampling) from its training data",
+        )
     )
-    stats.add_argument("run", help="a run folder written by train")
-    stats.add_argument("data", help="the CSV, ZIP or folder it was trained on")
-    stats.add_argument("--limit", type=_positive_int, help="use only the first N images")
-    stats.add_argument("--data-root", help="folder that image paths must stay inside")
+    _run_and_its_data(
+        commands.add_parser(
+            "fit-sampler",
+            help="fit the mixture sampler to a run's training codes (for runs saved without one)",
+        )
+    )
     return parser
+
+
+def _run_and_its_data(parser: argparse.ArgumentParser) -> None:
+    """A run folder and the data it was trained on, for commands that encode that data."""
+    parser.add_argument("run", help="a run folder written by train")
+    parser.add_argument("data", help="the CSV, ZIP or folder it was trained on")
+    parser.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    parser.add_argument("--data-root", help="folder that image paths must stay inside")
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:

@@ -1,14 +1,17 @@
 """What a run keeps about its training set's latent codes, and its file, latent_stats.npz.
 
-The statistics feed the sliders (principal directions), two of the samplers ("new dogs"
-and "variations of training dogs") and the 2-D scatter. ``latent.latent_statistics``
-computes them from encoded training images; a run folder stores them as
+The statistics feed the sliders (principal directions), three of the samplers ("new dogs",
+"variations of training dogs" and the mixture) and the 2-D scatter.
+``latent.latent_statistics`` computes them from encoded training images (and
+``mixture.with_mixture`` adds the mixture); a run folder stores them as
 ``latent_stats.npz``: plain float32 arrays under the keys ``mean``, ``components``,
-``variance``, ``points`` and, optionally, ``point_log_vars``. Reading never unpickles.
+``variance``, ``points`` and, optionally, ``point_log_vars`` and the three
+``mixture_*`` arrays. Reading never unpickles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from dogvae.checks import finite_float64
 
 _REQUIRED = ("mean", "components", "variance", "points")  # the file's keys
 _LOG_VARS = "point_log_vars"  # optional: runs saved before the "near" sampler lack it
+# Optional, all or none: runs saved before the "mixture" sampler lack them.
+MIXTURE_FIELDS = ("mixture_weights", "mixture_means", "mixture_scale_tril")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +39,11 @@ class LatentStats:
         points: ``(m, d)`` some of the latent means themselves (a random subset).
         point_log_vars: ``(m, d)`` the posterior log-variances of those points, or None
             (runs saved before they were recorded).
+        mixture_weights: ``(k,)`` weights of a Gaussian mixture fitted to the training
+            codes (``dogvae.mixture``), or None (runs saved before it was fitted).
+        mixture_means: ``(k, d)`` its means, or None.
+        mixture_scale_tril: ``(k, d, d)`` the lower Cholesky factors of its covariances,
+            or None.
 
     Raises:
         ValueError: If the arrays are not real, finite numbers or their shapes do not
@@ -45,9 +55,19 @@ class LatentStats:
     variances: np.ndarray
     points: np.ndarray
     point_log_vars: np.ndarray | None = None
+    mixture_weights: np.ndarray | None = None
+    mixture_means: np.ndarray | None = None
+    mixture_scale_tril: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("mean", "components", "variances", "points", "point_log_vars"):
+        for name in (
+            "mean",
+            "components",
+            "variances",
+            "points",
+            "point_log_vars",
+            *MIXTURE_FIELDS,
+        ):
             value = getattr(self, name)
             if value is not None:
                 # The app shares one cached copy between sessions: nobody may change it.
@@ -74,6 +94,31 @@ class LatentStats:
                 if getattr(self, name) is not None
             )
             raise ValueError(f"latent statistics do not fit together: {shapes}")
+        self._check_mixture(dim)
+
+    def _check_mixture(self, dim: int) -> None:
+        arrays = [getattr(self, name) for name in MIXTURE_FIELDS]
+        if all(array is None for array in arrays):
+            return
+        weights, means, trils = arrays
+        if (
+            any(array is None for array in arrays)
+            or weights.ndim != 1
+            or len(weights) < 1
+            or means.shape != (len(weights), dim)
+            or trils.shape != (len(weights), dim, dim)
+            or np.any(weights < 0)
+            or not np.isclose(weights.sum(), 1.0, atol=1e-4)
+            or np.any(np.einsum("kii->ki", trils) <= 0)
+        ):
+            shapes = ", ".join(
+                f"{name} {None if array is None else array.shape}"
+                for name, array in zip(MIXTURE_FIELDS, arrays, strict=True)
+            )
+            raise ValueError(
+                f"the latent mixture is not a mixture of {dim}-D Gaussians "
+                f"(weights summing to 1, factors with a positive diagonal): {shapes}"
+            )
 
     @property
     def latent_dim(self) -> int:
@@ -89,14 +134,17 @@ class LatentStats:
         }
         if self.point_log_vars is not None:
             arrays[_LOG_VARS] = self.point_log_vars
+        if self.mixture_weights is not None:
+            arrays.update({name: getattr(self, name) for name in MIXTURE_FIELDS})
         return write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatentStats:
         """Read a ``latent_stats.npz``, never unpickling.
 
-        Log-variances that do not fit the points are dropped and the rest is kept, as
-        for a run that never recorded them.
+        Log-variances that do not fit the points, or a mixture that does not fit the
+        latent size, are dropped and the rest is kept, as for a run that never recorded
+        them.
 
         Raises:
             FileNotFoundError: If there is no such file.
@@ -106,14 +154,21 @@ class LatentStats:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = [np.asarray(archive[key]) for key in _REQUIRED]
-                log_vars = np.asarray(archive[_LOG_VARS]) if _LOG_VARS in archive.files else None
+                optional = {
+                    name: np.asarray(archive[name])
+                    for name in (_LOG_VARS, *MIXTURE_FIELDS)
+                    if name in archive.files
+                }
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path} is not a latent statistics file ({error})") from None
-        if log_vars is not None:
-            try:
-                return cls(*arrays, point_log_vars=log_vars)
-            except ValueError:
-                pass
-        return cls(*arrays)
+        stats = cls(*arrays)
+        mixture = {name: optional[name] for name in MIXTURE_FIELDS if name in optional}
+        for extra in ({_LOG_VARS: optional[_LOG_VARS]} if _LOG_VARS in optional else {}, mixture):
+            if extra:
+                try:
+                    stats = dataclasses.replace(stats, **extra)
+                except ValueError:
+                    pass  # damaged or from another model: as if never recorded
+        return stats

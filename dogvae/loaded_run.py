@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dogvae.likelihood import DEFAULT_SAMPLES, likelihood_bounds, pixel_log_prob_for
 from dogvae.runs import RunInfo, read_run_info
 
 
@@ -42,6 +43,23 @@ class LoadedRun:
         from dogvae.model import evaluate_images
 
         return evaluate_images(self.encoder, self.decoder, images)
+
+    def likelihood(
+        self, images: np.ndarray, samples: int = DEFAULT_SAMPLES, seed: int = 0
+    ) -> dict[str, float]:
+        """Negative ELBO and IWAE bound of uint8 ``images`` in bits per dimension, under the
+        decoder's own distribution of the pixels; as ``dogvae.likelihood.likelihood_bounds``."""
+        from dogvae.model import decode
+
+        log_prob = pixel_log_prob_for(self.info.config)
+        return likelihood_bounds(
+            self.encode,
+            lambda z: decode(self.decoder, z, batch_size=len(z)),
+            images,
+            samples=samples,
+            seed=seed,
+            log_prob=log_prob,
+        )
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

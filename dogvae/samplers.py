@@ -1,8 +1,9 @@
 """The ways to draw latent points for new dogs, with the words the CLI and the pages use for them.
 
-Three samplers, the most dog-like first: ``near`` draws from the posteriors of training
-images, ``data`` from one Gaussian fitted to the training set's latent means, ``prior``
-from N(0, I). The first two need the run's latent statistics (``LatentStats``);
+Four samplers, the most dog-like first: ``near`` draws from the posteriors of training
+images, ``mixture`` from a Gaussian mixture fitted to the training set's latent means
+(``dogvae.mixture``), ``data`` from one Gaussian fitted to them, ``prior`` from N(0, I).
+All but the prior need the run's latent statistics (``LatentStats``);
 :func:`draw_latents` picks the one asked for, or the best a run allows. NumPy only.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from dogvae.checks import check_int
 from dogvae.latent_stats import LatentStats
+from dogvae.mixture import mixture_of
 
 # Samples this far out (in standard deviations) decode to noise; more is a typo.
 MAX_TEMPERATURE = 2.0
@@ -41,6 +43,14 @@ SAMPLERS = {
             "each point is drawn from the posterior of one training photo (the aggregate "
             "posterior, what the decoder was trained on), so the images look most like dogs "
             "and stay close to real photos.",
+        ),
+        Sampler(
+            "mixture",
+            "new dogs from clusters of the training set",
+            "a Gaussian mixture fitted to the training dogs' codes",
+            "from a mixture of Gaussians fitted to the training set's latent codes (its size "
+            "chosen on held-out codes), which follows their clusters instead of filling the "
+            "gaps between them.",
         ),
         Sampler(
             "data",
@@ -181,11 +191,53 @@ def sample_near_data(
     return (points[chosen] + draws * spread).astype(np.float32)
 
 
+def sample_from_mixture(
+    n: int, stats: LatentStats, seed: int | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """Draws latent vectors from the Gaussian mixture fitted to the training set's codes.
+
+    Args:
+        n: Number of vectors, at least 1.
+        stats: A run's latent statistics with a mixture (``mixture_weights`` ...).
+        seed: As in :func:`sample_latents`: the same seed makes the same draws.
+        temperature: Scales each component's spread, 0 to MAX_TEMPERATURE; at 0 every
+            draw is a component's mean.
+
+    Returns:
+        ``(n, latent_dim)`` float32 array.
+
+    Raises:
+        ValueError: If the statistics hold no mixture, or an argument is out of range.
+    """
+    n = check_int("n", n, minimum=1)
+    temperature = check_temperature(temperature)
+    mixture = mixture_of(stats) if isinstance(stats, LatentStats) else None
+    if mixture is None:
+        raise ValueError(f"sampling from the mixture needs {_NEEDS['mixture']}")
+    if seed is not None:
+        seed = check_int("seed", seed, minimum=0)
+    return mixture.sample(n, seed, temperature)
+
+
+# What each sampler needs that a run may lack, for the messages.
+_NEEDS = {
+    "near": "the run's training codes and their log-variances, which runs saved before this "
+    "sampler lack; `python -m dogvae stats RUN DATA` records them",
+    "mixture": "a Gaussian mixture fitted to the run's training codes, which runs saved before "
+    "this sampler lack; `python -m dogvae fit-sampler RUN DATA` fits one",
+    "data": "the run's latent statistics (latent_stats.npz, which `python -m dogvae stats "
+    "RUN DATA` records)",
+}
+
+
 def samplers_for(stats: LatentStats | None) -> list[str]:
     """The samplers a run's latent statistics allow, the most dog-like first."""
     if stats is None:
         return ["prior"]
-    return list(SAMPLERS) if stats.point_log_vars is not None else ["data", "prior"]
+    lacking = {"near"} if stats.point_log_vars is None else set()
+    if stats.mixture_weights is None:
+        lacking.add("mixture")
+    return [name for name in SAMPLERS if name not in lacking]
 
 
 def draw_latents(
@@ -202,8 +254,9 @@ def draw_latents(
         n, seed, temperature: As in :func:`sample_latents`.
         latent_dim: The model's latent size; the statistics must have it too.
         stats: The run's latent statistics, or None if it has none.
-        sampler: "near" (:func:`sample_near_data`), "data" (:func:`sample_like_data`),
-            "prior" (:func:`sample_latents`) or "auto": the first that ``stats`` allows.
+        sampler: "near" (:func:`sample_near_data`), "mixture" (:func:`sample_from_mixture`),
+            "data" (:func:`sample_like_data`), "prior" (:func:`sample_latents`) or "auto":
+            the first that ``stats`` allows.
 
     Returns:
         ``((n, latent_dim) float32 points, the sampler used)``.
@@ -217,10 +270,9 @@ def draw_latents(
     allowed = samplers_for(stats)
     chosen = allowed[0] if sampler == AUTO else sampler
     if chosen not in allowed:
-        needs = "latent statistics" if stats is None else "training codes' log-variances"
+        needs = _NEEDS["data"] if stats is None else _NEEDS[chosen]
         raise ValueError(
-            f"the {chosen!r} sampler needs the run's {needs} (latent_stats.npz, which "
-            f"`python -m dogvae stats RUN DATA` records); this run allows: {', '.join(allowed)}"
+            f"the {chosen!r} sampler needs {needs}; this run allows: {', '.join(allowed)}"
         )
     if stats is not None and stats.latent_dim != latent_dim:
         raise ValueError(
@@ -229,6 +281,8 @@ def draw_latents(
         )
     if chosen == "near":
         return sample_near_data(n, stats, seed, temperature), chosen
+    if chosen == "mixture":
+        return sample_from_mixture(n, stats, seed, temperature), chosen
     if chosen == "data":
         return sample_like_data(n, stats, seed, temperature), chosen
     return sample_latents(n, latent_dim, seed, temperature), chosen

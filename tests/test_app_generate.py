@@ -242,6 +242,27 @@ def test_samples_are_variations_of_training_dogs_new_dogs_or_from_the_prior(
     assert file_name == "tiny-samples-prior-seed0.png"
 
 
+def test_a_run_with_a_fitted_mixture_offers_it_second(tiny_run, models, media):
+    from dogvae.mixture import with_mixture
+    from dogvae.model import decode
+
+    stats = runs.read_latent_stats(tiny_run)
+    fitted = with_mixture(stats, stats.points)
+    runs.write_latent_stats(tiny_run, fitted)
+    at = generate_page()
+    sampler = at.radio(key="generate-tiny-sampler")
+    assert sampler.value == "near"  # the default stays the most dog-like
+    assert sampler.options[:2] == [
+        "variations of training dogs",
+        "new dogs from clusters of the training set",
+    ]
+    run(at.radio(key="generate-tiny-sampler").set_value("mixture"))
+    expected = images.image_grid(
+        decode(models["tiny"][1], samplers.sample_from_mixture(16, fitted, 0))
+    )
+    assert np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected[..., 0])
+
+
 def test_a_run_without_its_codes_log_variances_offers_new_dogs_first(older_run, models, media):
     from dogvae.model import decode
 

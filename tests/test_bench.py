@@ -214,3 +214,50 @@ def test_gap_bench_finds_the_gap_of_an_encoder_that_misses(tmp_path):
 
     out = bench("gap.py", str(tmp_path / "nowhere"), str(csv_path), wait_option=False)
     assert out.returncode == 2 and "run folder not found" in out.stderr
+
+
+def test_frechet_distance_matches_the_closed_form_of_two_gaussians():
+    sys.path.insert(0, str(REPO / "bench"))
+    from sample_quality import frechet_distance
+
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((20_000, 3))
+    assert frechet_distance(first, first) == pytest.approx(0.0, abs=1e-6)
+    # N(0, I) against N(m, 4 I): |m|^2 + 3 (1 + 4 - 2 * 2) = |m|^2 + 3.
+    shifted = 2 * rng.standard_normal((20_000, 3)) + np.array([1.0, 2.0, 0.0])
+    assert frechet_distance(first, shifted) == pytest.approx(5.0 + 3.0, rel=0.05)
+
+
+def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
+    from dogvae.config import ModelConfig
+    from dogvae.latent import latent_statistics
+    from dogvae.mixture import with_mixture
+    from dogvae.model import build_vae
+
+    csv_path = settled_csv(tmp_path, 24)
+    vae = build_vae(ModelConfig())
+    codes = np.random.default_rng(0).standard_normal((40, 2))
+    stats = with_mixture(latent_statistics(codes, np.zeros_like(codes)), codes)
+    save_test_run(tmp_path / "run", vae.encoder, vae.decoder, latent_stats=stats)
+    cache = tmp_path / "features.weights.h5"
+    args = (str(tmp_path / "run"), "--data", str(csv_path), "--n", "8", "--epochs", "1")
+    result = json_output(
+        bench("sample_quality.py", *args, "--cache", str(cache), wait_option=False)
+    )
+    assert result["feature_network"]["trained"] is True and cache.exists()
+    calibration = result["calibration"]
+    assert calibration["real validation photos"]["fd"] >= 0
+    assert set(calibration) >= {"blurred, sigma 2 px", "scrambled 8x8 patches (not a dog)"}
+    (row,) = result["runs"]
+    assert set(row) == {
+        "run",
+        "reconstructions of the validation photos",
+        "near",
+        "mixture",
+        "data",
+        "prior",
+    }
+    assert all(row[name]["nearest_train_rms_median"] > 0 for name in ("near", "prior"))
+    again = json_output(bench("sample_quality.py", *args, "--cache", str(cache), wait_option=False))
+    assert again["feature_network"]["trained"] is False  # the cached weights
+    assert again["runs"] == result["runs"]

@@ -113,6 +113,41 @@ def test_generate_writes_a_grid(trained_run, tmp_path, capsys):
     assert out.read_bytes() == again.read_bytes()  # same seed, same dogs
 
 
+def test_generate_writes_raw_samples_as_an_array_or_one_png_each(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    grid = tmp_path / "grid.png"
+    assert main(["generate", str(run_dir), "--out", str(grid), "--n", "5", "--seed", "2"]) == 0
+    array_file = tmp_path / "samples.npy"
+    assert (
+        main(["generate", str(run_dir), "--out", str(array_file), "--n", "5", "--seed", "2"]) == 0
+    )
+    assert f"wrote {array_file}: 5 samples" in capsys.readouterr().out
+    samples = np.load(array_file, allow_pickle=False)
+    assert samples.shape == (5, 64, 64, 1) and samples.dtype == np.uint8
+    # The same dogs as the grid's tiles (row 0: the first three, 2 pixels of padding).
+    tiles = np.asarray(Image.open(grid))
+    np.testing.assert_array_equal(tiles[2:66, 2:66], samples[0, ..., 0])
+    np.testing.assert_array_equal(tiles[2:66, 68:132], samples[1, ..., 0])
+
+    folder = tmp_path / "pngs"
+    args = ["generate", str(run_dir), "--n", "5", "--seed", "2", "--scale", "2"]
+    assert main([*args, "--out", f"{folder}/"]) == 0
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"sample-{i:04d}.png" for i in range(5)]
+    first = np.asarray(Image.open(files[0]))
+    assert first.shape == (128, 128)
+    np.testing.assert_array_equal(first[::2, ::2], samples[0, ..., 0])
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main([*args, "--n", "2", "--out", str(existing)]) == 0  # no slash: still a folder
+    assert len(list(existing.iterdir())) == 2
+
+    assert main([*args, "--out", str(tmp_path / "missing" / "deeper") + "/"]) == 2
+    assert "the folder for --out does not exist" in capsys.readouterr().err
+    assert main([*args, "--out", str(array_file) + "/"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 def test_generate_samples_near_or_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     grids = {}
@@ -151,7 +186,14 @@ def test_stats_records_the_training_codes_of_an_older_run(trained_run, tmp_path,
     older = tmp_path / "older"
     shutil.copytree(run_dir, older)
     stats = runs.read_latent_stats(older)
-    runs.write_latent_stats(older, dataclasses.replace(stats, point_log_vars=None))
+    before_codes_and_mixture = dataclasses.replace(
+        stats,
+        point_log_vars=None,
+        mixture_weights=None,
+        mixture_means=None,
+        mixture_scale_tril=None,
+    )
+    runs.write_latent_stats(older, before_codes_and_mixture)
     out = str(tmp_path / "g.png")
     assert main(["generate", str(older), "--out", out, "--n", "4"]) == 0
     assert "latent distribution" in capsys.readouterr().out  # auto: the best it has
@@ -172,6 +214,41 @@ def test_stats_records_the_training_codes_of_an_older_run(trained_run, tmp_path,
     assert main(["stats", str(tmp_path / "nothing"), str(images)]) == 2
     assert "dogvae stats: error" in capsys.readouterr().err
     assert runs.read_latent_stats(older) is not None
+
+
+def test_fit_sampler_adds_the_mixture_to_an_older_run(trained_run, tmp_path, capsys):
+    from dogvae import runs
+
+    run_dir, images = trained_run
+    trained = runs.read_latent_stats(run_dir)
+    assert trained.mixture_weights is not None  # train fits it where it records the codes
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    without = dataclasses.replace(
+        trained, mixture_weights=None, mixture_means=None, mixture_scale_tril=None
+    )
+    runs.write_latent_stats(older, without)
+    out = str(tmp_path / "m.png")
+    assert main(["generate", str(older), "--out", out, "--sampler", "mixture"]) == 2
+    assert "python -m dogvae fit-sampler RUN DATA" in capsys.readouterr().err
+
+    assert main(["fit-sampler", str(older), str(images)]) == 0
+    said = capsys.readouterr().out
+    assert "a Gaussian mixture of" in said and "chosen on held-out codes" in said
+    fitted = runs.read_latent_stats(older)
+    for name in ("mixture_weights", "mixture_means", "mixture_scale_tril"):
+        np.testing.assert_allclose(getattr(fitted, name), getattr(trained, name), atol=1e-4)
+    np.testing.assert_array_equal(fitted.points, trained.points)  # the rest is kept
+    assert main(["generate", str(older), "--out", out, "--sampler", "mixture", "--n", "4"]) == 0
+    assert "a Gaussian mixture fitted to the training dogs' codes" in capsys.readouterr().out
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "latent_stats.npz").unlink()
+    assert main(["fit-sampler", str(bare), str(images)]) == 0  # no statistics: all of them
+    assert runs.read_latent_stats(bare).mixture_weights is not None
+    assert main(["fit-sampler", str(bare), str(images), "--limit", "5"]) == 2
+    assert "training images; need 10" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])
@@ -220,6 +297,17 @@ def test_evaluate_prints_mean_losses(trained_run, capsys):
     assert result["images"] == 10
     assert result["loss"] == pytest.approx(result["reconstruction"] + result["kl"], abs=0.01)
     assert 0 < result["reconstruction"] < 64 * 64 * 1.0
+    # Bits per dimension of the 8-bit images, next to the losses.
+    assert result["iwae_samples"] == 16
+    assert 0 < result["iwae_bpd"] < result["elbo_bpd"] < 16
+    assert result["elbo_bpd"] == pytest.approx(
+        result["reconstruction_bpd"] + result["kl_bpd"], abs=0.01
+    )
+    assert main(["evaluate", str(run_dir), str(images), "--limit", "4", "--samples", "1"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["iwae_samples"] == 1 and single["iwae_bpd"] == single["elbo_bpd"]
+    assert main(["evaluate", str(run_dir), str(images), "--samples", "5000"]) == 2
+    assert "samples must be between 1 and 4096" in capsys.readouterr().err
 
 
 def write(path, text, encoding="utf-8"):

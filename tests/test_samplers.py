@@ -134,7 +134,8 @@ def test_draw_latents_uses_the_best_sampler_a_run_allows():
 
 
 def test_the_sampler_names_and_words_live_once():
-    assert list(samplers.SAMPLERS) == ["near", "data", "prior"]  # the most dog-like first
-    assert samplers.SAMPLER_CHOICES == ("auto", "near", "data", "prior")
+    # The most dog-like first.
+    assert list(samplers.SAMPLERS) == ["near", "mixture", "data", "prior"]
+    assert samplers.SAMPLER_CHOICES == ("auto", "near", "mixture", "data", "prior")
     for name, sampler in samplers.SAMPLERS.items():
         assert sampler.name == name and sampler.label and sampler.source and sampler.explanation

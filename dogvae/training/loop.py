@@ -22,6 +22,7 @@ from dogvae import latent
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from dogvae.data import Dataset
 from dogvae.latent_stats import LatentStats
+from dogvae.mixture import with_mixture
 from dogvae.samplers import sample_latents
 from dogvae.training.checkpoint import (
     Checkpoint,
@@ -385,7 +386,9 @@ def training_statistics(encoder: Any, dataset: Dataset) -> LatentStats | None:
 
     Encodes up to MAX_STATISTICS_IMAGES training images and returns
     ``latent.latent_statistics`` of their means and log-variances (what
-    sliders, sampling and the 2-D scatter use), or None for fewer than 2 images.
+    sliders, sampling and the 2-D scatter use) with the "mixture" sampler's
+    Gaussian mixture fitted to the means (``mixture.with_mixture``), or None for
+    fewer than 2 images.
     """
     from dogvae.model import encode
     from dogvae.training.pipeline import Gather, mapping_of
@@ -402,4 +405,4 @@ def training_statistics(encoder: Any, dataset: Dataset) -> LatentStats | None:
     ]
     z_means = np.concatenate([means for means, _ in codes])
     z_log_vars = np.concatenate([log_vars for _, log_vars in codes])
-    return latent.latent_statistics(z_means, z_log_vars)
+    return with_mixture(latent.latent_statistics(z_means, z_log_vars), z_means)

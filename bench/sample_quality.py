@@ -1,0 +1,229 @@
+"""Sample quality: a Fréchet distance in the features of a small network trained on the photos.
+
+    nice python bench/sample_quality.py models/default
+    python bench/sample_quality.py RUN [RUN ...] --data ../shared/data/dogs_large.csv --n 1000
+
+No pretrained network can be downloaded here and the shared photos hold no cats
+(their ``labels`` are empty or a dog's breed), so the feature network is a small CNN
+trained on the training photos to tell how far a photo was rotated (0, 90, 180 or
+270 degrees; Gidaris et al. 2018): a task that needs the dog's shape, not its texture.
+Its weights are cached (``--cache``, default bench/.cache/, not in git) and trained
+again only when absent. The Fréchet distance (FD, as FID: Heusel et al. 2017) compares
+the Gaussian of ``--n`` images' features with the training photos'.
+
+Calibration first, since a measure is only trusted when it orders known cases: held-out
+real photos (small FD), the same photos blurred (larger) and scrambled in 8x8 patches
+(the stand-in for "not a dog", larger still). Then, for every run and every sampler it
+allows, FD of ``--n`` samples and their distance to the nearest training photo (RMS on
+a 0..1 scale, ``dogvae.images.nearest_images``, the memorisation check): a sampler
+whose samples sit nearer the training photos than held-out photos do is copying.
+
+One JSON object on stdout; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "rotation_features.weights.h5"
+REFERENCE_IMAGES = 5000  # training photos whose features are the reference Gaussian
+PATCH = 8  # side of the squares a scrambled photo is cut into
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Fréchet distance of runs' samples (every sampler) in the features of a "
+        "small CNN trained on the photos, calibrated on real, blurred and scrambled photos; "
+        "and the samples' distance to their nearest training photo. Prints JSON.",
+    )
+    parser.add_argument("runs", type=Path, nargs="*", help="dogvae run folders")
+    parser.add_argument(
+        "--data", type=Path, default=common.SHARED_DATA / "dogs_large.csv", help="the photos"
+    )
+    parser.add_argument("--n", type=int, default=1000, help="images per FD (default 1000)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature weights")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs if the CNN is trained")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    return parser.parse_args(argv)
+
+
+def frechet_distance(first, second) -> float:
+    """FD between Gaussians fitted to two feature sets ``(n, d)``, NumPy only:
+    ``|m1 - m2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2)``."""
+    import numpy as np
+
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    mean_gap = np.sum((first.mean(0) - second.mean(0)) ** 2)
+    cov_first, cov_second = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
+    values, vectors = np.linalg.eigh(cov_first)
+    root_first = (vectors * np.sqrt(np.maximum(values, 0))) @ vectors.T
+    middle = np.linalg.eigvalsh(root_first @ cov_second @ root_first)
+    cross = np.sum(np.sqrt(np.maximum(middle, 0)))
+    return float(mean_gap + np.trace(cov_first) + np.trace(cov_second) - 2 * cross)
+
+
+def feature_network(image_shape: tuple[int, int, int]):
+    """A small CNN: four stride-2 convolutions, average pooling, 128 features, 4 rotations."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(image_shape)
+    x = inputs
+    for filters in (32, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    features = layers.Dense(128, activation="relu", name="features")(x)
+    outputs = layers.Dense(4, name="rotation")(features)
+    return keras.Model(inputs, outputs), keras.Model(inputs, features)
+
+
+def rotations(images, rng):
+    """Each image turned by a random multiple of 90 degrees, and the multiple."""
+    import numpy as np
+
+    turns = rng.integers(0, 4, len(images))
+    turned = np.stack([np.rot90(image, k) for image, k in zip(images, turns, strict=True)])
+    return turned, turns
+
+
+def train_features(train, validation, cache: Path, epochs: int) -> tuple[object, dict]:
+    """The feature model, trained on rotations of ``train`` unless ``cache`` holds its weights."""
+    import keras
+    import numpy as np
+
+    classifier, features = feature_network(train.shape[1:])
+    report = {"cache": str(cache)}
+    if cache.exists():
+        classifier.load_weights(cache)
+        report["trained"] = False
+    else:
+        keras.utils.set_random_seed(0)
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        rng = np.random.default_rng(0)
+        started = time.perf_counter()
+        for _ in range(epochs):  # fresh rotations every epoch
+            turned, turns = rotations(train, rng)
+            classifier.fit(turned.astype(np.float32) / 255, turns, batch_size=64, verbose=0)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        classifier.save_weights(cache)
+        report.update(trained=True, epochs=epochs, seconds=round(time.perf_counter() - started))
+    turned, turns = rotations(validation, np.random.default_rng(1))
+    logits = classifier.predict(turned.astype(np.float32) / 255, batch_size=256, verbose=0)
+    report["validation_rotation_accuracy"] = round(float(np.mean(logits.argmax(1) == turns)), 3)
+    return features, report
+
+
+def blurred(images, sigma: float):
+    import cv2
+    import numpy as np
+
+    return np.stack(
+        [cv2.GaussianBlur(image, (0, 0), sigma).reshape(image.shape) for image in images]
+    )
+
+
+def scrambled(images, rng):
+    """Each image cut into PATCH x PATCH squares put back in a random order."""
+    import numpy as np
+
+    n, height, width, channels = images.shape
+    rows, cols = height // PATCH, width // PATCH
+    patches = images.reshape(n, rows, PATCH, cols, PATCH, channels).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(n, rows * cols, PATCH, PATCH, channels)
+    shuffled = np.stack([patch[rng.permutation(rows * cols)] for patch in patches])
+    shuffled = shuffled.reshape(n, rows, cols, PATCH, PATCH, channels).transpose(0, 1, 3, 2, 4, 5)
+    return shuffled.reshape(images.shape)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    common.require(args.data, "the photos")
+    for run in args.runs:
+        common.require(run / "config.json", "the run folder")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+
+    from dogvae import images as image_tools
+    from dogvae import samplers
+    from dogvae.config import DataConfig
+    from dogvae.data import load_dataset
+    from dogvae.loaded_run import load_run
+    from dogvae.runs import read_latent_stats
+
+    dataset = load_dataset(args.data, DataConfig()).require_images()
+    train = np.asarray(dataset.split_images("train"))
+    validation = np.asarray(dataset.split_images("validation"))
+    features, network = train_features(train, validation, args.cache, args.epochs)
+
+    def embed(batch):
+        pixels = image_tools.to_uint8(np.asarray(batch)).astype(np.float32) / 255
+        return features.predict(pixels, batch_size=256, verbose=0)
+
+    rng = np.random.default_rng(args.seed)
+    reference = embed(train[rng.permutation(len(train))[:REFERENCE_IMAGES]])
+    held_out = validation[: args.n]
+
+    def judged(batch) -> dict:
+        _, distances = image_tools.nearest_images(batch, train)
+        return {
+            "fd": round(frechet_distance(embed(batch), reference), 3),
+            "nearest_train_rms_median": round(float(np.median(distances)), 4),
+            "nearest_train_rms_mean": round(float(np.mean(distances)), 4),
+        }
+
+    calibration = {
+        "real validation photos": judged(held_out),
+        "blurred, sigma 1 px": judged(blurred(held_out, 1.0)),
+        "blurred, sigma 2 px": judged(blurred(held_out, 2.0)),
+        "scrambled 8x8 patches (not a dog)": judged(scrambled(held_out, rng)),
+    }
+    results = []
+    for run_dir in args.runs:
+        run = load_run(run_dir)
+        config = run.info.model_config
+        if (config.image_size, config.channels) != (held_out.shape[1], held_out.shape[3]):
+            results.append(
+                {
+                    "run": str(run_dir),
+                    "skipped": "its images are not those of --data (64x64 grayscale)",
+                }
+            )
+            continue
+        stats = read_latent_stats(run_dir)
+        row = {
+            "run": str(run_dir),
+            "reconstructions of the validation photos": judged(run.decode(run.encode(held_out)[0])),
+        }
+        for name in samplers.samplers_for(stats):
+            z, _ = samplers.draw_latents(
+                args.n, run.info.model_config.latent_dim, stats, name, args.seed
+            )
+            row[name] = judged(run.decode(z))
+        results.append(row)
+    common.emit(
+        {
+            "data": str(args.data),
+            "images_per_fd": len(held_out),
+            "reference_train_photos": len(reference),
+            "feature_network": network,
+            "calibration": calibration,
+            "runs": results,
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
