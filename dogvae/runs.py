@@ -36,9 +36,25 @@ from dogvae.latent_stats import LatentStats
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
+# A logistic likelihood's scale head, beside decoder.keras (which stays the mean).
+SCALE_DECODER = "decoder_scale.keras"
+# What config.json says of it, so that a script can compute the likelihood from the files.
+LOGISTIC_LIKELIHOOD = {
+    "distribution": "discretized_logistic",
+    "loc": "decoder.keras (and decoder.h5): z -> the mean of each pixel, in [0, 1]",
+    "log_scale": (
+        f"{SCALE_DECODER}: z -> the natural log of each pixel's logistic scale, in units "
+        "of the [0, 1] range (clipped to [-7, 0])"
+    ),
+    "bins": (
+        "pixel value k (0..255) has the logistic's mass on [(k - 0.5) / 255, (k + 0.5) / 255]; "
+        "k = 0 reaches to -inf and k = 255 to +inf, so the 256 masses sum to 1"
+    ),
+    "units": "log p(x|z) in nats summed over pixels; bits per dimension = nats / (H*W*C * ln 2)",
+}
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
-RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
+RUN_FILES = (*MODEL_FILES, SCALE_DECODER, "config.json", "history.csv", LATENT_STATS)
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -127,6 +143,7 @@ def save_run(
     preset: str = "custom",
     latent_stats: LatentStats | None = None,
     init_from: dict[str, Any] | None = None,
+    scale_decoder: Any = None,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
 
@@ -135,7 +152,8 @@ def save_run(
     swapped out and deleted only after the new one is in place; if the process
     dies between the two renames, ``recover_runs`` puts the old one back.
     A failed write (disk full, permission) raises OSError and leaves any
-    existing run untouched.
+    existing run untouched. ``scale_decoder``, the scale head of a logistic
+    likelihood, is saved as ``decoder_scale.keras`` and described in config.json.
     """
     run_dir = Path(run_dir)
     check_run_target(run_dir)
@@ -163,6 +181,9 @@ def save_run(
         "final": final,
         "init_from": init_from,
     }
+    if scale_decoder is not None:
+        config["parameters"]["decoder_scale"] = int(scale_decoder.count_params())
+        config["likelihood"] = LOGISTIC_LIKELIHOOD
     try:
         with atomic_folder(run_dir) as temp:
             with _h5_warning_muted():
@@ -170,6 +191,8 @@ def save_run(
                 decoder.save(temp / "decoder.h5")
             encoder.save(temp / "encoder.keras")
             decoder.save(temp / "decoder.keras")
+            if scale_decoder is not None:
+                scale_decoder.save(temp / SCALE_DECODER)
             _write_text(temp / "history.csv", _history_csv(history))
             if latent_stats is not None:
                 latent_stats.save(temp / LATENT_STATS)

@@ -40,6 +40,7 @@ class TrainResult:
     Attributes:
         encoder: The trained encoder (last good weights).
         decoder: The trained decoder (last good weights).
+        scale_decoder: For a logistic likelihood, the decoder's scale head; else None.
         history: One row per good epoch (see ``dogvae.training.events``).
         status: "finished", "stopped" (by the user), "budget" (time budget reached)
             or "diverged" (NaN/Inf loss).
@@ -53,6 +54,7 @@ class TrainResult:
     status: str
     message: str
     seconds: float
+    scale_decoder: Any = None
 
 
 def train_vae(
@@ -154,7 +156,9 @@ def train_vae(
     if live.status == "diverged":
         live.roll_back()  # a NaN: back to the weights of the last good epoch
     message = live.message or f"trained {len(live.history)} epochs in {seconds:.0f} s."
-    return TrainResult(vae.encoder, vae.decoder, live.history, live.status, message, seconds)
+    return TrainResult(
+        vae.encoder, vae.decoder, live.history, live.status, message, seconds, vae.scale_decoder
+    )
 
 
 def _check_images(images: np.ndarray, indices: np.ndarray | None, model_config: ModelConfig) -> int:
@@ -245,6 +249,7 @@ def train_and_save(
         seconds=result.seconds,
         latent_stats=training_statistics(result.encoder, dataset),
         init_from=init_from,
+        scale_decoder=result.scale_decoder,
     )
     return run_dir, result
 
