@@ -189,6 +189,51 @@ def write_dogs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def make_dataset(images: np.ndarray, validation: int = 0):
+    """``images`` (n, H, W, C) uint8 as a loaded Dataset, its last ``validation`` held out:
+    the one in-memory dataset of the tests, for pages and trainings alike."""
+    import pandas as pd
+
+    from dogvae.data import Dataset, DatasetReport
+
+    count, side, _, channels = images.shape
+    train = count - validation
+    table = pd.DataFrame(
+        {
+            "filepaths": [f"dog{i}.png" for i in range(count)],
+            "split": ["train"] * train + ["validation"] * validation,
+        }
+    )
+    report = DatasetReport(
+        source="test",
+        kind="folder",
+        rows=count,
+        found=count,
+        readable=count,
+        unreadable=(),
+        train=train,
+        validation=validation,
+        split=f"last {validation} held out" if validation else "all train",
+        image_size=side,
+        channels=channels,
+    )
+    return Dataset(images=images, table=table, report=report)
+
+
+def vivid_decoder(config):
+    """An untrained decoder whose images differ visibly from one latent point to another.
+
+    A freshly initialised decoder draws flat gray: every pixel within 1/255 of
+    0.5. Its biases are zero and ReLU is scale-free, so four times every kernel
+    multiplies the sigmoid's input by 4**4 and spreads the pixels over 0..255.
+    """
+    from dogvae.model import build_decoder
+
+    decoder = build_decoder(config)
+    decoder.set_weights([4.0 * weights for weights in decoder.get_weights()])
+    return decoder
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """A folder of 14 image files: 12 readable, 1 broken, 1 empty.

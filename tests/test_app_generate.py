@@ -25,33 +25,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dog_like, save_test_run
+from conftest import dog_like, make_dataset, save_test_run, vivid_decoder
 from PIL import Image
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
 from dogvae import images, latent, runs, samplers
-from dogvae.data import Dataset, DatasetReport, decode_image
+from dogvae.data import Dataset, decode_image
 from dogvae.latent_stats import LatentStats
 
 APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/generate.py"
 SIDE = 64  # ModelConfig's default image size
 MAP_SIZE = 12  # the latent map is MAP_SIZE x MAP_SIZE images
-
-
-def vivid_decoder(config):
-    """An untrained decoder whose images differ visibly from one latent point to another.
-
-    A freshly initialised decoder draws flat gray: every pixel within 1/255 of
-    0.5. Its biases are zero and ReLU is scale-free, so four times every kernel
-    multiplies the sigmoid's input by 4**4 and spreads the pixels over 0..255.
-    """
-    from dogvae.model import build_decoder
-
-    decoder = build_decoder(config)
-    decoder.set_weights([4.0 * weights for weights in decoder.get_weights()])
-    return decoder
 
 
 def latent_stats(latent_dim: int) -> LatentStats:
@@ -199,25 +185,6 @@ def png_file(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def make_dataset(images: np.ndarray) -> Dataset:
-    count, side, _, channels = images.shape
-    table = pd.DataFrame({"filepaths": [f"dog{i}.png" for i in range(count)], "split": "train"})
-    report = DatasetReport(
-        source="test",
-        kind="folder",
-        rows=count,
-        found=count,
-        readable=count,
-        unreadable=(),
-        train=count,
-        validation=0,
-        split="all train",
-        image_size=side,
-        channels=channels,
-    )
-    return Dataset(images=images, table=table, report=report)
 
 
 def test_without_a_model_the_page_says_so(runs_folder):

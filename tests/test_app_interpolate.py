@@ -17,32 +17,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import save_test_run
+from conftest import make_dataset, save_test_run, vivid_decoder
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dogvae.data import Dataset, DatasetReport
+from dogvae.data import Dataset
 
 APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/interpolate.py"
 SIDE = 64  # ModelConfig's default image size
 PAD = 2  # images.image_strip's default border
-
-
-def vivid_decoder(config):
-    """An untrained decoder whose images differ visibly from one latent point to another.
-
-    A freshly initialised decoder draws flat gray: every pixel within 1/255 of
-    0.5. Its biases are zero and ReLU is scale-free, so four times every kernel
-    multiplies the sigmoid's input by 4**4 and spreads the pixels over 0..255.
-    """
-    from dogvae.model import build_decoder
-
-    decoder = build_decoder(config)
-    decoder.set_weights([4.0 * weights for weights in decoder.get_weights()])
-    return decoder
 
 
 @pytest.fixture(scope="module")
@@ -89,24 +74,10 @@ def pixels(media: dict, url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def make_dataset(count: int = 3, side: int = SIDE, channels: int = 1) -> Dataset:
+def random_dataset(count: int = 3, side: int = SIDE, channels: int = 1) -> Dataset:
+    """``count`` noise images, all for training."""
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (count, side, side, channels), dtype=np.uint8)
-    table = pd.DataFrame({"filepaths": [f"dog{i}.png" for i in range(count)], "split": "train"})
-    report = DatasetReport(
-        source="test",
-        kind="folder",
-        rows=count,
-        found=count,
-        readable=count,
-        unreadable=(),
-        train=count,
-        validation=0,
-        split="all train",
-        image_size=side,
-        channels=channels,
-    )
-    return Dataset(images=images, table=table, report=report)
+    return make_dataset(rng.integers(0, 256, (count, side, side, channels), dtype=np.uint8))
 
 
 def png(side: int = 40) -> bytes:
@@ -227,7 +198,7 @@ def test_uploaded_non_image_is_refused_and_a_photo_is_used(tiny_run):
 
 
 def test_dataset_image_as_an_end(tiny_run):
-    at = interpolate_page(make_dataset(count=3))
+    at = interpolate_page(random_dataset(count=3))
     at.segmented_control(key="interpolate-start-source").set_value("Dataset image").run()
     assert not at.exception
     index = at.number_input(key="interpolate-start-index-3")
@@ -247,7 +218,7 @@ def test_dataset_image_needs_a_matching_dataset(tiny_run):
     assert not at.exception
     assert any("**Data** page" in info.value for info in at.info)
 
-    at = interpolate_page(make_dataset(side=32, channels=3))
+    at = interpolate_page(random_dataset(side=32, channels=3))
     at.segmented_control(key="interpolate-start-source").set_value("Dataset image").run()
     assert not at.exception
     assert any("32x32 RGB" in info.value and "64x64 grayscale" in info.value for info in at.info)

@@ -19,6 +19,14 @@ def run_cli(*args, timeout=300):
     return process.returncode, process.stdout, process.stderr
 
 
+def train(data, out, *options, epochs: int = 1, batch_size: int = 8) -> list[str]:
+    """The arguments of ``dogvae train`` on ``data`` into ``out``, then ``options``."""
+    return [
+        "train", str(data), "--out", str(out),
+        "--epochs", str(epochs), "--batch-size", str(batch_size), *map(str, options),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A run trained for one epoch through the CLI on tiny generated images."""
@@ -27,18 +35,7 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dogs")
     write_dogs(folder / "images", 24)
     run_dir = folder / "run"
-    code = main(
-        [
-            "train",
-            str(folder / "images"),
-            "--out",
-            str(run_dir),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-        ]
-    )
+    code = main(train(folder / "images", run_dir, epochs=2))
     assert code == 0
     return run_dir, folder / "images"
 
@@ -82,27 +79,8 @@ def test_train_writes_a_run_and_prints_one_line_per_epoch(trained_run, capsys):
 
 
 def test_train_output(tmp_path, image_folder, capsys):
-    code = main(
-        [
-            "train",
-            str(image_folder),
-            "--out",
-            str(tmp_path / "r"),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "4",
-            "--latent-dim",
-            "3",
-            "--limit",
-            "10",
-            "--flip",
-            "--shift",
-            "2",
-            "--lr-schedule",
-            "cosine",
-        ]
-    )
+    options = ["--latent-dim", 3, "--limit", 10, "--flip", "--shift", 2, "--lr-schedule", "cosine"]
+    code = main(train(image_folder, tmp_path / "r", *options, epochs=2, batch_size=4))
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("data: 8 of 10 images readable (1 not an image, 1 empty)")
@@ -406,20 +384,7 @@ def test_real_process_bad_input_has_no_traceback(tmp_path):
 
 
 def test_train_with_a_mirrored_strategy(tmp_path, image_folder, capsys):
-    code = main(
-        [
-            "train",
-            str(image_folder),
-            "--out",
-            str(tmp_path / "m"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--strategy",
-            "mirrored",
-        ]
-    )
+    code = main(train(image_folder, tmp_path / "m", "--strategy", "mirrored", batch_size=4))
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "m" / "config.json").read_text())["status"] == "finished"
 
@@ -427,56 +392,18 @@ def test_train_with_a_mirrored_strategy(tmp_path, image_folder, capsys):
 def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
     run_dir, images = trained_run
     first = json.loads((run_dir / "config.json").read_text())["final"]["loss"]
-    code = main(
-        [
-            "train",
-            str(images),
-            "--out",
-            str(tmp_path / "more"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--init-from",
-            str(run_dir),
-        ]
-    )
+    code = main(train(images, tmp_path / "more", "--init-from", run_dir))
     assert code == 0, capsys.readouterr().err
     more = json.loads((tmp_path / "more" / "config.json").read_text())
     continued = more["final"]["loss"]
     assert more["init_from"]["run"] == str(run_dir) and more["init_from"]["epochs_completed"] == 2
-    fresh = main(
-        [
-            "train",
-            str(images),
-            "--out",
-            str(tmp_path / "fresh"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-        ]
-    )
+    fresh = main(train(images, tmp_path / "fresh"))
     assert fresh == 0
     from_scratch = json.loads((tmp_path / "fresh" / "config.json").read_text())["final"]["loss"]
     assert continued < from_scratch  # it started where the first run ended
     assert continued < first + 50
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "train",
-                str(images),
-                "--out",
-                str(tmp_path / "x"),
-                "--init-from",
-                str(run_dir),
-                "--latent-dim",
-                "7",
-            ]
-        )
-        == 2
-    )
+    assert main(train(images, tmp_path / "x", "--init-from", run_dir, "--latent-dim", 7)) == 2
     assert "differs from the run in --init-from" in capsys.readouterr().err
 
 

@@ -14,39 +14,24 @@ POISONED_EPOCH = 2  # zero-based: the third epoch starts with NaN weights
 
 
 @pytest.fixture
-def poisoned_third_epoch(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[np.ndarray]]:
+def poisoned_third_epoch(monkeypatch: pytest.MonkeyPatch) -> dict[int, dict[str, list]]:
     """Every VAE's ``fit`` gets a callback that puts NaN into the first weight of the
     encoder and of the decoder as the third epoch begins; returns the weights both had
-    at the end of the second epoch (the last good one), filled in during training."""
-    import keras
-
+    at the end of each epoch (``[1]``: the last good one), filled in during training."""
     from dogvae.model import VAE
+    from tests.training_helpers import Poison
 
-    good: dict[str, list[np.ndarray]] = {}
-
-    class PoisonThirdEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == POISONED_EPOCH - 1:
-                good["encoder"] = self.model.encoder.get_weights()
-                good["decoder"] = self.model.decoder.get_weights()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == POISONED_EPOCH:
-                for model in (self.model.encoder, self.model.decoder):
-                    weights = model.get_weights()
-                    weights[0] = np.full_like(weights[0], np.nan)
-                    model.set_weights(weights)
-
+    poison = Poison(POISONED_EPOCH, models=("encoder", "decoder"))
     fit = VAE.fit
 
     def fit_with_poison(self, *args, callbacks=None, **kwargs):
-        return fit(self, *args, callbacks=[PoisonThirdEpoch(), *(callbacks or [])], **kwargs)
+        return fit(self, *args, callbacks=[poison, *(callbacks or [])], **kwargs)
 
     monkeypatch.setattr(VAE, "fit", fit_with_poison)
-    return good
+    return poison.kept
 
 
-def assert_rolled_back(run_dir, good: dict[str, list[np.ndarray]]) -> dict:
+def assert_rolled_back(run_dir, kept: dict[int, dict[str, list]]) -> dict:
     """The saved run: diverged after two epochs, with exactly the last good weights."""
     from dogvae.loaded_run import load_run
 
@@ -55,6 +40,7 @@ def assert_rolled_back(run_dir, good: dict[str, list[np.ndarray]]) -> dict:
     assert config["epochs_completed"] == POISONED_EPOCH
     assert "at epoch 3" in config["message"] and "last good epoch" in config["message"]
     run = load_run(run_dir)
+    good = kept.get(POISONED_EPOCH - 1, {})
     assert set(good) == {"encoder", "decoder"}, "the poison never ran"
     for part, model in (("encoder", run.encoder), ("decoder", run.decoder)):
         saved = model.get_weights()

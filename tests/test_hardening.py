@@ -96,13 +96,14 @@ def test_a_csv_listing_100000_missing_files_is_reported_not_read(tmp_path):
 
 def test_two_trainings_at_once_both_finish_and_a_third_is_refused(tmp_path):
     from dogvae.training import TrainingJob, TrainingSlots
-    from tests.training_helpers import TINY, blobs, in_memory_dataset
+    from tests.conftest import make_dataset
+    from tests.training_helpers import TINY, blobs
 
     slots = TrainingSlots(2)
 
     def job(name, epochs):
         return TrainingJob(
-            dataset=in_memory_dataset(blobs(24)),
+            dataset=make_dataset(blobs(24), validation=4),
             model_config=TINY,
             train_config=TrainConfig(epochs=epochs, batch_size=8),
             data_config=DataConfig(image_size=32),
@@ -186,11 +187,12 @@ def test_disk_full_while_saving_keeps_the_old_run_and_says_why(tmp_path, monkeyp
 
     from dogvae import runs
     from dogvae.training import TrainingJob
-    from tests.training_helpers import TINY, blobs, in_memory_dataset
+    from tests.conftest import make_dataset
+    from tests.training_helpers import TINY, blobs
 
     def job():
         return TrainingJob(
-            dataset=in_memory_dataset(blobs(16)),
+            dataset=make_dataset(blobs(16), validation=4),
             model_config=TINY,
             train_config=TrainConfig(epochs=1, batch_size=8),
             data_config=DataConfig(image_size=32),

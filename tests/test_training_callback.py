@@ -80,7 +80,9 @@ def test_nan_mid_training_rolls_back_to_exactly_the_last_good_epoch():
     assert result.status == "diverged"
     assert "at epoch 3, batch" in result.message
     assert [row["epoch"] for row in result.history] == [1, 2]
-    for restored, good in zip(result.decoder.get_weights(), poisoner.kept[1], strict=True):
+    for restored, good in zip(
+        result.decoder.get_weights(), poisoner.kept[1]["decoder"], strict=True
+    ):
         np.testing.assert_array_equal(restored, good)
 
 
@@ -130,5 +132,7 @@ def test_a_nan_between_reported_batches_still_rolls_back_to_the_last_good_epoch(
     assert result.status == "diverged"
     assert "at epoch 2, batch 8" in result.message  # found on the epoch's last batch
     assert [row["epoch"] for row in result.history] == [1]
-    for restored, good in zip(result.decoder.get_weights(), poisoner.kept[0], strict=True):
+    for restored, good in zip(
+        result.decoder.get_weights(), poisoner.kept[0]["decoder"], strict=True
+    ):
         np.testing.assert_array_equal(restored, good)

@@ -6,7 +6,8 @@ import pytest
 
 from dogvae.config import DataConfig, TrainConfig
 from dogvae.training import TrainingJob, TrainingSlots, save_running_jobs
-from tests.training_helpers import TINY, blobs, in_memory_dataset, shutdown_job
+from tests.conftest import make_dataset
+from tests.training_helpers import TINY, blobs, shutdown_job
 
 
 def test_training_slots_cap_concurrent_trainings():
@@ -24,7 +25,7 @@ def test_training_job_runs_in_a_thread_saves_and_can_be_stopped(tmp_path):
 
     data_config = DataConfig(image_size=32)
     job = TrainingJob(
-        dataset=in_memory_dataset(blobs(40)),
+        dataset=make_dataset(blobs(40), validation=4),
         model_config=TINY,
         train_config=TrainConfig(epochs=1000, batch_size=8, report_every=1),
         data_config=data_config,
@@ -49,7 +50,7 @@ def test_training_job_reports_failure_instead_of_raising(tmp_path):
     (tmp_path / "taken").write_text("a file, not a run folder")
     slots = TrainingSlots(1)
     job = TrainingJob(
-        dataset=in_memory_dataset(blobs(12)),
+        dataset=make_dataset(blobs(12), validation=4),
         model_config=TINY,
         train_config=TrainConfig(epochs=1, batch_size=4),
         data_config=DataConfig(image_size=32),
@@ -66,7 +67,7 @@ def test_an_abandoned_job_stops_itself_and_still_saves(tmp_path):
     wanted = threading.Event()
     wanted.set()
     job = TrainingJob(
-        dataset=in_memory_dataset(blobs(40)),
+        dataset=make_dataset(blobs(40), validation=4),
         model_config=TINY,
         train_config=TrainConfig(epochs=1000, batch_size=8),
         data_config=DataConfig(image_size=32),

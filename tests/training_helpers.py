@@ -1,5 +1,5 @@
-"""What the training tests share: a tiny model, images it learns fast, an in-memory
-dataset, a callback that poisons the decoder, and a job that trains until stopped."""
+"""What the training tests share: a tiny model, images it learns fast, a callback that
+poisons the decoder, and a job that trains until stopped."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from dogvae.config import DataConfig, ModelConfig, TrainConfig
+from tests.conftest import make_dataset
 
 TINY = ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=16, latent_dim=2)
 
@@ -21,53 +22,27 @@ def blobs(n, size=32, seed=0):
     return images
 
 
-def in_memory_dataset(images):
-    """A Dataset of ``images`` as load_dataset makes it, the last 4 for validation."""
-    import pandas as pd
-
-    from dogvae.data import Dataset, DatasetReport
-
-    n = len(images)
-    table = pd.DataFrame(
-        {
-            "filepaths": [f"{i}.png" for i in range(n)],
-            "split": ["train"] * (n - 4) + ["validation"] * 4,
-        }
-    )
-    report = DatasetReport(
-        source="memory",
-        kind="folder",
-        rows=n,
-        found=n,
-        readable=n,
-        unreadable=(),
-        train=n - 4,
-        validation=4,
-        split="test",
-        image_size=images.shape[1],
-        channels=images.shape[3],
-    )
-    return Dataset(images=images, table=table, report=report)
-
-
 class Poison(keras.callbacks.Callback):
-    """Puts NaN into the decoder's first weight, so that the next loss is NaN.
+    """Puts NaN into the first weight of the decoder (or of each of ``models``), so that
+    the next loss is NaN.
 
     It does so when 0-based ``epoch`` begins or, given ``batch``, after that
-    batch of that epoch; ``kept`` holds a copy of the decoder's weights at the
-    end of every epoch, to compare a rolled-back decoder with.
+    batch of that epoch; ``kept[e][name]`` holds a copy of each model's weights at
+    the end of every epoch e, to compare a rolled-back model with.
     """
 
-    def __init__(self, epoch: int, batch: int | None = None):
+    def __init__(self, epoch: int, batch: int | None = None, models=("decoder",)):
         super().__init__()
-        self.epoch, self.batch = epoch, batch
+        self.epoch, self.batch, self.models = epoch, batch, tuple(models)
         self.current = -1
-        self.kept: dict[int, list[np.ndarray]] = {}
+        self.kept: dict[int, dict[str, list[np.ndarray]]] = {}
 
     def _poison(self) -> None:
-        weights = self.model.decoder.get_weights()
-        weights[0] = np.full_like(weights[0], np.nan)
-        self.model.decoder.set_weights(weights)
+        for name in self.models:
+            model = getattr(self.model, name)
+            weights = model.get_weights()
+            weights[0] = np.full_like(weights[0], np.nan)
+            model.set_weights(weights)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.current = epoch
@@ -79,7 +54,10 @@ class Poison(keras.callbacks.Callback):
             self._poison()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.kept[epoch] = [w.copy() for w in self.model.decoder.get_weights()]
+        self.kept[epoch] = {
+            name: [w.copy() for w in getattr(self.model, name).get_weights()]
+            for name in ("encoder", "decoder")
+        }
 
 
 def shutdown_job(out_dir):
@@ -87,7 +65,7 @@ def shutdown_job(out_dir):
     from dogvae.training import TrainingJob
 
     return TrainingJob(
-        dataset=in_memory_dataset(blobs(40)),
+        dataset=make_dataset(blobs(40), validation=4),
         model_config=TINY,
         train_config=TrainConfig(epochs=10_000, batch_size=8),
         data_config=DataConfig(image_size=32),
