@@ -18,16 +18,20 @@ TINY_LOGISTIC = ModelConfig(
 
 
 def numpy_nll(pixels: np.ndarray, means: np.ndarray, log_scales: np.ndarray) -> np.ndarray:
-    """-log p(x|z) per image, written from config.json's description alone (float64)."""
+    """-log p(x|z) per image, written from config.json's description alone (float64).
+
+    Each bin's mass is a difference of the CDF below the mean and of the survival
+    function above it, so that neither side loses its digits to 1 - 1.
+    """
     x = pixels.astype(np.float64)
     scale = np.exp(log_scales.astype(np.float64))
-
-    def cdf(value):
-        return 1.0 / (1.0 + np.exp(-(value - means) / scale))
-
-    upper = np.where(x >= 255, 1.0, cdf((x + 0.5) / 255.0))
-    lower = np.where(x <= 0, 0.0, cdf((x - 0.5) / 255.0))
-    return -np.log(upper - lower).reshape(len(x), -1).sum(axis=1)
+    upper = np.where(x >= 255, np.inf, ((x + 0.5) / 255.0 - means) / scale)
+    lower = np.where(x <= 0, -np.inf, ((x - 0.5) / 255.0 - means) / scale)
+    with np.errstate(over="ignore"):
+        below = 1.0 / (1.0 + np.exp(-upper)) - 1.0 / (1.0 + np.exp(-lower))
+        above = 1.0 / (1.0 + np.exp(lower)) - 1.0 / (1.0 + np.exp(upper))
+    mass = np.where(lower + upper > 0, above, below)
+    return -np.log(mass).reshape(len(x), -1).sum(axis=1)
 
 
 def test_the_loss_matches_the_formula_and_every_pixel_sums_to_one():
@@ -95,7 +99,7 @@ def test_a_logistic_run_keeps_the_mean_in_decoder_keras_and_describes_the_scale(
     legacy = keras.models.load_model(run_dir / "decoder.h5", compile=False)
     z = np.random.default_rng(1).standard_normal((5, 2)).astype(np.float32)
     means = np.asarray(decoder(z))
-    assert means.shape == (5, 32, 32, 1) and 0.0 <= means.min() and means.max() <= 1.0
+    assert means.shape == (5, 32, 32, 1) and means.min() >= 0.0 and means.max() <= 1.0
     np.testing.assert_allclose(np.asarray(legacy(z)), means, atol=1e-6)  # scripts of the seed
     log_scales = np.asarray(scale(z))
     assert log_scales.shape == means.shape and -7.0 <= log_scales.min() <= log_scales.max() <= 0.0
@@ -154,16 +158,16 @@ def test_a_nan_in_the_scale_head_rolls_it_back_too():
         np.testing.assert_array_equal(weights, kept)
 
 
-def test_a_logistic_model_learns_scales_below_the_start():
-    """Trained on images with flat regions, the scale shrinks from its start of e^-3."""
-    from dogvae.model import LOG_SCALE_START, encode
+def test_a_logistic_model_learns_and_its_scale_depends_on_z():
+    from dogvae.model import encode
     from dogvae.training import train_vae
     from tests.training_helpers import blobs
 
     config = dataclasses.replace(TINY_LOGISTIC, latent_dim=4)
     images = blobs(64)
-    result = train_vae(images, None, config, TrainConfig(epochs=8, batch_size=16))
+    result = train_vae(images, None, config, TrainConfig(epochs=6, batch_size=16))
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
     z_mean, _ = encode(result.encoder, images[:8])
     log_scales = np.asarray(result.scale_decoder(z_mean))
-    assert np.median(log_scales) < LOG_SCALE_START - 0.5
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    # Another square elsewhere: the scale follows the image, not one number per pixel.
+    assert np.abs(log_scales[0] - log_scales[1]).max() > 0.01
