@@ -54,7 +54,9 @@ LOGISTIC_LIKELIHOOD = {
 }
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
-RUN_FILES = (*MODEL_FILES, SCALE_DECODER, "config.json", "history.csv", LATENT_STATS)
+RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
+# Files only some runs have (a logistic likelihood's scale head).
+OPTIONAL_RUN_FILES = (SCALE_DECODER,)
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -356,7 +358,7 @@ def zip_run(run_dir: str | Path) -> bytes:
     info = read_run_info(run_dir)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *OPTIONAL_RUN_FILES):
             path = info.path / name
             if path.is_file():
                 archive.write(path, f"{info.name}/{name}")

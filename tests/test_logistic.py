@@ -4,7 +4,9 @@ folder keeps decoder.keras as the mean and says how to read the scale beside it.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -94,6 +96,10 @@ def test_a_logistic_run_keeps_the_mean_in_decoder_keras_and_describes_the_scale(
     assert described["distribution"] == "discretized_logistic"
     assert "decoder_scale.keras" in described["log_scale"]
     assert config["parameters"]["decoder_scale"] > 0
+    from dogvae import runs
+
+    with zipfile.ZipFile(io.BytesIO(runs.zip_run(run_dir))) as archive:
+        assert "run/decoder_scale.keras" in archive.namelist()  # the download has it
     decoder = keras.models.load_model(run_dir / "decoder.keras", compile=False)
     scale = keras.models.load_model(run_dir / "decoder_scale.keras", compile=False)
     legacy = keras.models.load_model(run_dir / "decoder.h5", compile=False)
