@@ -25,6 +25,10 @@ IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
 CHANNELS = (1, 3)  # grayscale, RGB
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("relu", "silu")
+# How the decoder models a pixel: "bernoulli" (a sigmoid mean trained with binary
+# cross-entropy, the original) or "logistic" (a discretised logistic with a per-pixel
+# scale that depends on z, as in PixelCNN++: a likelihood of the 8-bit image).
+LIKELIHOODS = ("bernoulli", "logistic")
 # tf.distribute strategies by name (dogvae.training.make_strategy); here, so that the
 # CLI's --help can list them without importing TensorFlow.
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -115,6 +119,9 @@ class ModelConfig:
         activation: Of every hidden layer: "relu" (the original), or "silu"
             (x * sigmoid(x): smooth, and it lets small negative values through,
             which trained deeper models to a lower loss here).
+        likelihood: The decoder's distribution of a pixel (``LIKELIHOODS``):
+            "bernoulli" (the original) or "logistic", which adds a second head, the
+            log-scale, saved as ``decoder_scale.keras``.
     """
 
     image_size: int = 64
@@ -126,6 +133,7 @@ class ModelConfig:
     logvar_clamp: float | None = None
     decoder_filters: tuple[int, ...] | None = None
     activation: str = "relu"
+    likelihood: str = "bernoulli"
 
     @property
     def decoder_widths(self) -> tuple[int, ...]:
@@ -173,6 +181,7 @@ class ModelConfig:
         ):
             raise ValueError(f"logvar_clamp must be in (0, 100] or None, got {self.logvar_clamp!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         return self
 
 
@@ -313,6 +322,15 @@ PRESETS: dict[str, Preset] = {
             "(160-160-96-48); 1.1M parameters, 64x64 grayscale."
         ),
         model=_QUALITY_WIDE_MODEL,
+        train=_QUALITY_TRAIN,
+    ),
+    "quality-logistic": Preset(
+        name="quality-logistic",
+        description=(
+            "The quality preset with a discretised-logistic decoder: a mean and a per-pixel "
+            "scale that depends on z, trained on the likelihood of the 8-bit image."
+        ),
+        model=dataclasses.replace(_QUALITY_MODEL, likelihood="logistic"),
         train=_QUALITY_TRAIN,
     ),
     "quality-rgb": Preset(

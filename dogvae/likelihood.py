@@ -111,8 +111,10 @@ def pixel_log_prob_for(run_config: dict[str, Any]) -> PixelLogProb:
     """The pixel distribution a run's ``config.json`` names, for its decoder's outputs.
 
     A run without a ``likelihood`` entry has a sigmoid decoder trained with binary
-    cross-entropy: a continuous Bernoulli. Otherwise ``likelihood.distribution`` names
-    one of :data:`LIKELIHOODS`.
+    cross-entropy: a continuous Bernoulli, read from the mean image alone. Otherwise
+    ``likelihood.distribution`` names one of :data:`LIKELIHOODS`; a discretised
+    logistic reads ``(means, log_scales)``, the outputs of decoder.keras and
+    decoder_scale.keras.
 
     Raises:
         ValueError: For a distribution this version does not know.
@@ -123,12 +125,10 @@ def pixel_log_prob_for(run_config: dict[str, Any]) -> PixelLogProb:
         if isinstance(described, dict)
         else None
     )
-    if name != "continuous_bernoulli":
-        # Other distributions need more than the decoder's mean image (e.g. scales):
-        # they are read where the run that saves them is loaded.
+    if name not in LIKELIHOODS:
         raise ValueError(
             f"the run's likelihood {described!r} is not one this version of dogvae can "
-            "evaluate from the decoder alone (known: continuous_bernoulli)"
+            f"evaluate (known: {', '.join(LIKELIHOODS)})"
         )
     return LIKELIHOODS[name]
 

@@ -23,6 +23,7 @@ class LoadedRun:
     info: RunInfo
     encoder: Any
     decoder: Any
+    scale_decoder: Any = None  # a logistic likelihood's scale head (decoder_scale.keras)
 
     def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """z_mean and z_log_var, float32 (n, latent_dim), of images (n, H, W, C) that are
@@ -42,7 +43,7 @@ class LoadedRun:
         ``dogvae.model.evaluate_images`` computes them."""
         from dogvae.model import evaluate_images
 
-        return evaluate_images(self.encoder, self.decoder, images)
+        return evaluate_images(self.encoder, self.decoder, images, scale_decoder=self.scale_decoder)
 
     def likelihood(
         self, images: np.ndarray, samples: int = DEFAULT_SAMPLES, seed: int = 0
@@ -52,9 +53,16 @@ class LoadedRun:
         from dogvae.model import decode
 
         log_prob = pixel_log_prob_for(self.info.config)
+
+        def outputs(z: np.ndarray):
+            means = decode(self.decoder, z, batch_size=len(z))
+            if self.scale_decoder is None:
+                return means
+            return means, decode(self.scale_decoder, z, batch_size=len(z))
+
         return likelihood_bounds(
             self.encode,
-            lambda z: decode(self.decoder, z, batch_size=len(z)),
+            outputs,
             images,
             samples=samples,
             seed=seed,
@@ -74,8 +82,11 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
     import dogvae.model  # noqa: F401 - registers the custom layers
 
+    names = ["encoder", "decoder"]
+    if info.model_config.likelihood == "logistic":
+        names.append("decoder_scale")
     models = []
-    for name in ("encoder", "decoder"):
+    for name in names:
         path = info.path / f"{name}.keras"
         try:
             models.append(keras.models.load_model(path, compile=False, safe_mode=True))
@@ -83,7 +94,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
             raise ValueError(
                 f"cannot load {path}: {error}. The run is damaged or not dogvae's."
             ) from None
-    encoder, decoder = models
+    encoder, decoder, *scale = models
     config = info.model_config
     image_shape = (config.image_size, config.image_size, config.channels)
     if tuple(encoder.input_shape[1:]) != image_shape or len(encoder.outputs) != 3:
@@ -93,4 +104,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         or tuple(decoder.output_shape[1:]) != image_shape
     ):
         raise ValueError(f"{info.path}: decoder.keras does not match config.json")
-    return LoadedRun(info, encoder, decoder)
+    scale_decoder = scale[0] if scale else None
+    if scale_decoder is not None and (
+        tuple(scale_decoder.input_shape[1:]) != (config.latent_dim,)
+        or tuple(scale_decoder.output_shape[1:]) != image_shape
+    ):
+        raise ValueError(f"{info.path}: decoder_scale.keras does not match config.json")
+    return LoadedRun(info, encoder, decoder, scale_decoder)

@@ -54,6 +54,30 @@ class LogVarClamp(layers.Layer):
         return {**super().get_config(), "limit": self.limit}
 
 
+@keras.saving.register_keras_serializable(package="dogvae")
+class Clip(layers.Layer):
+    """Clips its input to [low, high]: the logistic's log-scale stays where it is finite."""
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, inputs):
+        return ops.clip(inputs, self.low, self.high)
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+# The logistic's log-scale, in units of the [0, 1] pixel range: from a 1/1097 scale
+# (sharper than one 8-bit step) to the whole range.
+LOG_SCALE_LIMITS = (-7.0, 0.0)
+# A new head starts at a scale of about 0.05, near what the default's errors need.
+LOG_SCALE_START = -3.0
+# Half of one 8-bit step, in [0, 1] units: pixel k covers k/255 -/+ this.
+HALF_STEP = 0.5 / 255.0
+
+
 def build_encoder(config: ModelConfig) -> keras.Model:
     """Image (H, W, C) in [0, 1] -> [z_mean, z_log_var, z]."""
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
@@ -72,7 +96,17 @@ def build_encoder(config: ModelConfig) -> keras.Model:
 
 
 def build_decoder(config: ModelConfig) -> keras.Model:
-    """Latent vector (latent_dim,) -> image (H, W, C) in [0, 1]."""
+    """Latent vector (latent_dim,) -> image (H, W, C) in [0, 1]: the mean of the pixels."""
+    return build_decoders(config)[0]
+
+
+def build_decoders(config: ModelConfig) -> tuple[keras.Model, keras.Model | None]:
+    """The decoder and, for a logistic likelihood, its scale head (else None).
+
+    Both read the same layers up to the last feature map: the decoder maps z to the
+    mean image in [0, 1] (what decoder.keras has always held), the scale head maps z
+    to the per-pixel log-scale of a discretised logistic around that mean.
+    """
     side = config.image_size // 2 ** len(config.conv_filters)
     widths = config.decoder_widths
     inputs = keras.Input((config.latent_dim,), name="z")
@@ -83,7 +117,18 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     outputs = layers.Conv2D(config.channels, 3, padding="same", activation="sigmoid", name="image")(
         x
     )
-    return keras.Model(inputs, outputs, name="decoder")
+    decoder = keras.Model(inputs, outputs, name="decoder")
+    if config.likelihood != "logistic":
+        return decoder, None
+    raw = layers.Conv2D(
+        config.channels,
+        3,
+        padding="same",
+        bias_initializer=keras.initializers.Constant(LOG_SCALE_START),
+        name="log_scale_raw",
+    )(x)
+    log_scale = Clip(*LOG_SCALE_LIMITS, name="log_scale")(raw)
+    return decoder, keras.Model(inputs, log_scale, name="decoder_scale")
 
 
 def _conv_block(layer_class, filters: int, config: ModelConfig, name: str):
@@ -120,8 +165,37 @@ def vae_loss_terms(images, reconstruction, z_mean, z_log_var):
     clipped = ops.clip(reconstruction, epsilon, 1.0 - epsilon)
     cross_entropy = -(images * ops.log(clipped) + (1.0 - images) * ops.log(1.0 - clipped))
     reconstruction_loss = ops.sum(cross_entropy, axis=(1, 2, 3))
-    kl = -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
-    return reconstruction_loss, kl
+    return reconstruction_loss, kl_to_prior(z_mean, z_log_var)
+
+
+def logistic_nll(images, means, log_scales):
+    """Per-image -log p(x | z), in nats, of 8-bit images under discretised logistics.
+
+    Pixel ``k`` (``images`` holds k / 255) is the logistic's mass on
+    ``k / 255 -/+ HALF_STEP``, the end bins reaching to -inf and +inf, as in
+    PixelCNN++ (Salimans et al. 2017), so the 256 probabilities sum to 1. The mass
+    of an inner bin is written as log sigmoid(u) + log sigmoid(-l) + log(1 - e^(l - u)),
+    finite and stable for every scale LOG_SCALE_LIMITS allows.
+    """
+    inverse = ops.exp(-log_scales)
+    centred = images - means
+    upper = inverse * (centred + HALF_STEP)
+    lower = inverse * (centred - HALF_STEP)
+    log_cdf_upper = -ops.softplus(-upper)
+    log_survival_lower = -ops.softplus(lower)
+    log_width = ops.log(-ops.expm1(-inverse * (2.0 * HALF_STEP)))
+    inner = log_cdf_upper + log_survival_lower + log_width
+    log_prob = ops.where(
+        images < HALF_STEP,
+        log_cdf_upper,
+        ops.where(images > 1.0 - HALF_STEP, log_survival_lower, inner),
+    )
+    return -ops.sum(log_prob, axis=(1, 2, 3))
+
+
+def kl_to_prior(z_mean, z_log_var):
+    """Per-image KL(q(z|x) || N(0, I)), in nats."""
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
 
 
 def to_float_images(images):
@@ -142,10 +216,24 @@ class VAE(keras.Model):
     changes the optimisation but not the reported figure.
     """
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, kl_weight: float = 1.0, **kw):
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        kl_weight: float = 1.0,
+        scale_decoder: keras.Model | None = None,
+        **kw,
+    ):
         super().__init__(**kw)
         self.encoder = encoder
         self.decoder = decoder
+        self.scale_decoder = scale_decoder
+        # The mean and the scale from one pass through their shared layers.
+        self._outputs = decoder
+        if scale_decoder is not None:
+            self._outputs = keras.Model(
+                decoder.inputs, [decoder.outputs[0], scale_decoder.outputs[0]], name="outputs"
+            )
         self.kl_weight = keras.Variable(
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
@@ -161,11 +249,22 @@ class VAE(keras.Model):
         _, _, z = self.encoder(to_float_images(images), training=training)
         return self.decoder(z, training=training)
 
+    @property
+    def parts(self) -> tuple[keras.Model, ...]:
+        """The models a run saves: encoder, decoder and, for a logistic, the scale head."""
+        models = (self.encoder, self.decoder, self.scale_decoder)
+        return tuple(model for model in models if model is not None)
+
     def _terms(self, images, training: bool):
         images = to_float_images(images)
         z_mean, z_log_var, z = self.encoder(images, training=training)
-        reconstruction = self.decoder(z, training=training)
-        reconstruction_loss, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+        if self.scale_decoder is None:
+            reconstruction = self.decoder(z, training=training)
+            reconstruction_loss, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+        else:
+            means, log_scales = self._outputs(z, training=training)
+            reconstruction_loss = logistic_nll(images, means, log_scales)
+            kl = kl_to_prior(z_mean, z_log_var)
         return ops.mean(reconstruction_loss), ops.mean(kl)
 
     def _update(self, reconstruction_loss, kl):
@@ -214,7 +313,8 @@ def is_multi_worker(strategy) -> bool:
 
 def build_vae(config: ModelConfig, kl_weight: float = 1.0) -> VAE:
     """A fresh, untrained VAE for ``config``."""
-    return VAE(build_encoder(config), build_decoder(config), kl_weight=kl_weight)
+    decoder, scale_decoder = build_decoders(config)
+    return VAE(build_encoder(config), decoder, kl_weight=kl_weight, scale_decoder=scale_decoder)
 
 
 # decode() draws up to this many images one by one (what the app shows), more in batches.
@@ -287,23 +387,31 @@ def decode(decoder: keras.Model, z: np.ndarray, batch_size: int = 256) -> np.nda
 
 
 def evaluate_images(
-    encoder: keras.Model, decoder: keras.Model, images: np.ndarray, batch_size: int = 256
+    encoder: keras.Model,
+    decoder: keras.Model,
+    images: np.ndarray,
+    batch_size: int = 256,
+    scale_decoder: keras.Model | None = None,
 ) -> dict[str, float]:
     """Mean per-image figures of a model on ``images``: the one evaluation used everywhere.
 
     Returns:
         ``loss``, ``reconstruction`` and ``kl`` (one sampled z per image, as in
-        training); ``floor``, the cross-entropy of the images with themselves
-        (no model can go below it, since BCE against grey levels is never 0);
-        ``excess`` = loss - floor; and ``psnr``, the mean per-image PSNR in dB of
-        the reconstruction decoded from z_mean.
+        training); ``floor``, the lowest reconstruction the likelihood allows (the
+        cross-entropy of the images with themselves for binary cross-entropy, which
+        is never 0 for grey levels; 0 for a discrete likelihood); ``excess`` = loss -
+        floor; and ``psnr``, the mean per-image PSNR in dB of the reconstruction
+        decoded from z_mean.
     """
-    losses = per_image_losses(encoder, decoder, images, batch_size)
+    losses = per_image_losses(encoder, decoder, images, batch_size, scale_decoder)
     floors, psnrs = [], []
     for start in range(0, len(images), batch_size):
         batch = ops.convert_to_numpy(to_float_images(images[start : start + batch_size]))
         zeros = np.zeros((len(batch), 1), np.float32)
-        floors.append(ops.convert_to_numpy(vae_loss_terms(batch, batch, zeros, zeros)[0]))
+        if scale_decoder is None:
+            floors.append(ops.convert_to_numpy(vae_loss_terms(batch, batch, zeros, zeros)[0]))
+        else:
+            floors.append(np.zeros(len(batch)))
         z_mean, _, _ = encoder(batch, training=False)
         reconstruction = ops.convert_to_numpy(decoder(z_mean, training=False))
         mse = np.mean(np.square(reconstruction - batch), axis=(1, 2, 3))
@@ -320,7 +428,11 @@ def evaluate_images(
 
 
 def per_image_losses(
-    encoder: keras.Model, decoder: keras.Model, images: np.ndarray, batch_size: int = 256
+    encoder: keras.Model,
+    decoder: keras.Model,
+    images: np.ndarray,
+    batch_size: int = 256,
+    scale_decoder: keras.Model | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-image reconstruction, kl and loss of ``images`` (one sampled z each, as in training)."""
     reconstruction_parts, kl_parts = [], []
@@ -328,7 +440,12 @@ def per_image_losses(
         batch = to_float_images(images[start : start + batch_size])
         z_mean, z_log_var, z = encoder(batch, training=False)
         reconstruction = decoder(z, training=False)
-        reconstruction_loss, kl = vae_loss_terms(batch, reconstruction, z_mean, z_log_var)
+        if scale_decoder is None:
+            reconstruction_loss, kl = vae_loss_terms(batch, reconstruction, z_mean, z_log_var)
+        else:
+            log_scales = scale_decoder(z, training=False)
+            reconstruction_loss = logistic_nll(batch, reconstruction, log_scales)
+            kl = kl_to_prior(z_mean, z_log_var)
         reconstruction_parts.append(ops.convert_to_numpy(reconstruction_loss))
         kl_parts.append(ops.convert_to_numpy(kl))
     reconstruction_loss = (

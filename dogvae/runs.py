@@ -43,9 +43,27 @@ from dogvae.training.checkpoint import checkpoint_path, has_checkpoint, pause_fo
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
+# A logistic likelihood's scale head, beside decoder.keras (which stays the mean).
+SCALE_DECODER = "decoder_scale.keras"
+# What config.json says of it, so that a script can compute the likelihood from the files.
+LOGISTIC_LIKELIHOOD = {
+    "distribution": "discretized_logistic",
+    "loc": "decoder.keras (and decoder.h5): z -> the mean of each pixel, in [0, 1]",
+    "log_scale": (
+        f"{SCALE_DECODER}: z -> the natural log of each pixel's logistic scale, in units "
+        "of the [0, 1] range (clipped to [-7, 0])"
+    ),
+    "bins": (
+        "pixel value k (0..255) has the logistic's mass on [(k - 0.5) / 255, (k + 0.5) / 255]; "
+        "k = 0 reaches to -inf and k = 255 to +inf, so the 256 masses sum to 1"
+    ),
+    "units": "log p(x|z) in nats summed over pixels; bits per dimension = nats / (H*W*C * ln 2)",
+}
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
 RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
+# Files only some runs have (a logistic likelihood's scale head).
+OPTIONAL_RUN_FILES = (SCALE_DECODER,)
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -141,6 +159,7 @@ def save_run(
     latent_stats: LatentStats | None = None,
     init_from: dict[str, Any] | None = None,
     replace: bool = True,
+    scale_decoder: Any = None,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
 
@@ -149,7 +168,8 @@ def save_run(
     swapped out and deleted only after the new one is in place; if the process
     dies between the two renames, ``recover_runs`` puts the old one back.
     A failed write (disk full, permission) raises OSError and leaves any
-    existing run untouched.
+    existing run untouched. ``scale_decoder``, the scale head of a logistic
+    likelihood, is saved as ``decoder_scale.keras`` and described in config.json.
 
     With ``replace=False`` nothing that exists is replaced: when ``run_dir`` is
     taken by then (another session saved under the same name while this run
@@ -182,6 +202,9 @@ def save_run(
         "final": final,
         "init_from": init_from,
     }
+    if scale_decoder is not None:
+        config["parameters"]["decoder_scale"] = int(scale_decoder.count_params())
+        config["likelihood"] = LOGISTIC_LIKELIHOOD
     try:
         with temporary_folder(run_dir) as temp:
             with _h5_warning_muted():
@@ -189,6 +212,8 @@ def save_run(
                 decoder.save(temp / "decoder.h5")
             encoder.save(temp / "encoder.keras")
             decoder.save(temp / "decoder.keras")
+            if scale_decoder is not None:
+                scale_decoder.save(temp / SCALE_DECODER)
             _write_text(temp / "history.csv", _history_csv(history))
             if latent_stats is not None:
                 latent_stats.save(temp / LATENT_STATS)
@@ -365,7 +390,7 @@ def zip_run(run_dir: str | Path) -> bytes:
     info = read_run_info(run_dir)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *OPTIONAL_RUN_FILES):
             path = info.path / name
             if path.is_file():
                 archive.write(path, f"{info.name}/{name}")

@@ -77,7 +77,7 @@ class LiveHistory(keras.callbacks.Callback):
         self.history: list[Event] = []
         self.status = "finished"
         self.message = ""
-        self.good_weights: tuple[list, list] | None = None
+        self.good_weights: tuple[list, ...] | None = None
         self.started = None
         self.learning_rate = float(config.learning_rate)
         self.last_samples: np.ndarray | None = None
@@ -94,16 +94,13 @@ class LiveHistory(keras.callbacks.Callback):
             self.last_samples = resume.samples
 
     def _snapshot(self) -> None:
-        self.good_weights = (
-            self.model.encoder.get_weights(),
-            self.model.decoder.get_weights(),
-        )
+        self.good_weights = tuple(part.get_weights() for part in self.model.parts)
 
     def roll_back(self) -> None:
         """Give the models back the weights of the last good epoch (or of the start)."""
         if self.good_weights is not None:
-            self.model.encoder.set_weights(self.good_weights[0])
-            self.model.decoder.set_weights(self.good_weights[1])
+            for part, weights in zip(self.model.parts, self.good_weights, strict=True):
+                part.set_weights(weights)
 
     def on_train_begin(self, logs=None):
         if self.started is None:  # a resumed epoch is a fit of its own; the clock runs on

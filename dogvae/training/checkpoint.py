@@ -36,7 +36,7 @@ from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = "dogvae-checkpoint"
 CHECKPOINT_VERSION = 1
-ARRAY_GROUPS = ("encoder", "decoder", "optimizer", "seeds", "metrics")
+ARRAY_GROUPS = ("encoder", "decoder", "decoder_scale", "optimizer", "seeds", "metrics")
 DEFAULT_INTERVAL_SECONDS = 60.0  # at most this much work is lost to a kill mid-epoch
 INTERVAL_ENV = "DOGVAE_CHECKPOINT_SECONDS"
 # Tests only: seconds to sleep inside a write ("checkpoint") or the final save ("save"),

@@ -24,7 +24,7 @@ def seed_generators(vae: Any) -> list:
     """The SeedGenerators of the VAE's layers (the sampling layer's), in a fixed order."""
     return [
         layer.seed_generator
-        for model in (vae.encoder, vae.decoder)
+        for model in vae.parts
         for layer in model.layers
         if isinstance(getattr(layer, "seed_generator", None), keras.random.SeedGenerator)
     ]
@@ -35,6 +35,8 @@ def capture(vae: Any) -> dict[str, list[np.ndarray]]:
     return {
         "encoder": vae.encoder.get_weights(),
         "decoder": vae.decoder.get_weights(),
+        # A logistic likelihood's own head (the layers it shares are the decoder's).
+        "decoder_scale": vae.scale_decoder.get_weights() if vae.scale_decoder is not None else [],
         "optimizer": [np.array(variable.numpy()) for variable in vae.optimizer.variables],
         "seeds": [np.array(generator.state.numpy()) for generator in seed_generators(vae)],
         "metrics": [
@@ -52,6 +54,8 @@ def restore(vae: Any, checkpoint: Checkpoint) -> None:
     arrays = checkpoint.arrays
     vae.encoder.set_weights(arrays["encoder"])
     vae.decoder.set_weights(arrays["decoder"])
+    if vae.scale_decoder is not None:
+        vae.scale_decoder.set_weights(arrays["decoder_scale"])
     if not vae.optimizer.built:
         vae.optimizer.build(vae.trainable_variables)
     _assign(vae.optimizer.variables, arrays["optimizer"], "optimizer")

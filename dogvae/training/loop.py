@@ -48,6 +48,7 @@ class TrainResult:
     Attributes:
         encoder: The trained encoder (last good weights).
         decoder: The trained decoder (last good weights).
+        scale_decoder: For a logistic likelihood, the decoder's scale head; else None.
         history: One row per good epoch (see ``dogvae.training.events``).
         status: "finished", "stopped" (by the user), "budget" (time budget reached)
             or "diverged" (NaN/Inf loss).
@@ -61,6 +62,7 @@ class TrainResult:
     status: str
     message: str
     seconds: float
+    scale_decoder: Any = None
 
 
 def train_vae(
@@ -205,7 +207,9 @@ def train_vae(
     if live.status == "diverged":
         live.roll_back()  # a NaN: back to the weights of the last good epoch
     message = live.message or f"trained {len(live.history)} epochs in {seconds:.0f} s."
-    return TrainResult(vae.encoder, vae.decoder, live.history, live.status, message, seconds)
+    return TrainResult(
+        vae.encoder, vae.decoder, live.history, live.status, message, seconds, vae.scale_decoder
+    )
 
 
 def _segments(resume: Checkpoint | None, epochs: int) -> list[tuple[int, int, int]]:
@@ -342,6 +346,7 @@ def train_and_save(
         latent_stats=training_statistics(result.encoder, dataset),
         init_from=init_from,
         replace=replace,
+        scale_decoder=result.scale_decoder,
     )
     if run_dir != Path(out_dir):
         result.message += (
