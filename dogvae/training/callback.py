@@ -18,7 +18,7 @@ import numpy as np
 
 from dogvae.config import TrainConfig
 from dogvae.images import to_uint8
-from dogvae.model import decode, encode
+from dogvae.model import decode, encode, is_multi_worker
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
 
@@ -77,6 +77,7 @@ class LiveHistory(keras.callbacks.Callback):
         self.good_weights: tuple[list, list] | None = None
         self.started = time.perf_counter()
         self.learning_rate = float(config.learning_rate)
+        self.multi_worker = False
 
     def _snapshot(self) -> None:
         self.good_weights = (
@@ -92,6 +93,9 @@ class LiveHistory(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.started = time.perf_counter()
+        # Workers stop together: one that stopped alone would leave the others
+        # waiting for it in the next step's collective operations.
+        self.multi_worker = is_multi_worker(self.model.distribute_strategy)
         self._snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -130,6 +134,7 @@ class LiveHistory(keras.callbacks.Callback):
                 )
                 self.model.stop_training = True
                 return
+        stop_asked = self._stop_asked()  # every batch: on every worker at the same point
         budget = self.config.budget_minutes
         if budget is not None and time.perf_counter() - self.started > budget * 60:
             self.status = "budget"
@@ -138,7 +143,7 @@ class LiveHistory(keras.callbacks.Callback):
                 f"batch {batch + 1}; saved what was learned."
             )
             self.model.stop_training = True
-        elif self.stop_event is not None and self.stop_event.is_set():
+        elif stop_asked:
             self.status = "stopped"
             self.message = (
                 f"stopped by the user at epoch {self.epoch + 1}, batch {batch + 1}; "
@@ -156,6 +161,15 @@ class LiveHistory(keras.callbacks.Callback):
                     **values,
                 }
             )
+
+    def _stop_asked(self) -> bool:
+        """Whether the stop flag is set: here, or under a multi-worker strategy on any worker."""
+        asked = self.stop_event is not None and self.stop_event.is_set()
+        if self.multi_worker:
+            strategy = self.model.distribute_strategy
+            votes = strategy.reduce("SUM", keras.ops.convert_to_tensor(int(asked)), axis=None)
+            asked = int(votes) > 0
+        return asked
 
     def on_epoch_end(self, epoch, logs=None):
         if self.status == "diverged":
