@@ -105,6 +105,11 @@ def _train(args) -> int:
         seed=args.seed,
     )
     check_run_target(args.out)
+    if args.strategy == "multiworker" and train_config.budget_minutes is not None:
+        raise ValueError(
+            "--budget-minutes cannot be used with --strategy multiworker: each worker would "
+            "measure it by its own clock and stop at another batch; give --epochs instead"
+        )
     if args.tensorboard and Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
         raise ValueError(f"--tensorboard {args.tensorboard} is a file; give a folder for the logs")
 

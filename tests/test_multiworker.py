@@ -5,7 +5,8 @@ through TF_CONFIG and train the same 2 epochs on the same generated images; a
 third process trains the same command under MirroredStrategy on the CPU split
 into two logical devices. With the pipeline's data sharding both see the same
 global batches, split the same way between two replicas, and start from the same
-seeded weights, so the losses agree (see LOSS_TOLERANCE).
+seeded weights, so the losses agree (see LOSS_TOLERANCE). And Ctrl-C on one
+worker stops both at the same batch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +84,40 @@ def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
         )
 
 
+def start_worker(tmp_path: Path, index: int, ports: list[int], *args: str) -> subprocess.Popen:
+    """Worker ``index`` of the cluster on ``ports``: ``train`` into tmp_path/worker<index>,
+    its output in tmp_path/worker<index>.log."""
+    worker = tmp_path / f"worker{index}"
+    worker.mkdir()
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    command = ["-m", "dogvae", "train", str(tmp_path / "images"), "--strategy", "multiworker"]
+    out = ["--out", str(worker / "run"), "--tensorboard", str(worker / "tensorboard")]
+    return start(
+        [*command, *out, *args],
+        tmp_path / f"worker{index}.log",
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        DOGVAE_CACHE_DIR=str(tmp_path / f"cache{index}"),
+    )
+
+
+def wait_all(children: dict[str, subprocess.Popen], tmp_path: Path, deadline: float) -> None:
+    """Wait for every child until ``deadline`` (monotonic); each must exit 0."""
+    for name, child in children.items():
+        log = tmp_path / f"{name}.log"
+        try:
+            child.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} still ran after {TIME_LIMIT:.0f} s:\n{log.read_text()[-3000:]}")
+        assert child.returncode == 0, f"{name} failed:\n{log.read_text()[-3000:]}"
+
+
+def end_all(children: dict[str, subprocess.Popen]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
 def history(run_dir: Path) -> list[dict[str, float]]:
     with (run_dir / "history.csv").open() as handle:
         return [
@@ -94,64 +130,19 @@ def history(run_dir: Path) -> list[dict[str, float]]:
 def test_two_workers_train_together_and_match_mirrored(tmp_path):
     write_dogs(tmp_path / "images", 64)
     ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    children: dict[str, tuple[subprocess.Popen, Path]] = {}
-    command = ["-m", "dogvae", "train", str(tmp_path / "images"), *TRAIN]
+    children: dict[str, subprocess.Popen] = {}
     try:
         for index in (0, 1):
-            worker = tmp_path / f"worker{index}"
-            worker.mkdir()
-            children[f"worker {index}"] = (
-                start(
-                    [
-                        *command,
-                        "--strategy",
-                        "multiworker",
-                        "--out",
-                        str(worker / "run"),
-                        "--tensorboard",
-                        str(worker / "tensorboard"),
-                    ],
-                    tmp_path / f"worker{index}.log",
-                    TF_CONFIG=json.dumps(
-                        {"cluster": cluster, "task": {"type": "worker", "index": index}}
-                    ),
-                    DOGVAE_CACHE_DIR=str(tmp_path / f"cache{index}"),
-                ),
-                tmp_path / f"worker{index}.log",
-            )
-        children["mirrored"] = (
-            start(
-                [
-                    "-c",
-                    MIRRORED,
-                    "train",
-                    str(tmp_path / "images"),
-                    *TRAIN,
-                    "--strategy",
-                    "mirrored",
-                    "--out",
-                    str(tmp_path / "mirrored"),
-                ],
-                tmp_path / "mirrored.log",
-                DOGVAE_CACHE_DIR=str(tmp_path / "cache2"),
-            ),
+            children[f"worker{index}"] = start_worker(tmp_path, index, ports, *TRAIN)
+        mirrored = ["train", str(tmp_path / "images"), *TRAIN, "--strategy", "mirrored"]
+        children["mirrored"] = start(
+            ["-c", MIRRORED, *mirrored, "--out", str(tmp_path / "mirrored")],
             tmp_path / "mirrored.log",
+            DOGVAE_CACHE_DIR=str(tmp_path / "cache2"),
         )
-        deadline = time.monotonic() + TIME_LIMIT
-        for name, (child, log) in children.items():
-            try:
-                child.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pytest.fail(
-                    f"{name} still ran after {TIME_LIMIT:.0f} s:\n{log.read_text()[-3000:]}"
-                )
-            assert child.returncode == 0, f"{name} failed:\n{log.read_text()[-3000:]}"
+        wait_all(children, tmp_path, time.monotonic() + TIME_LIMIT)
     finally:
-        for child, _ in children.values():
-            if child.poll() is None:
-                child.kill()
-            child.wait()
+        end_all(children)
 
     # Only the chief (worker 0) wrote, its run and its TensorBoard logs: worker 1 nothing.
     assert (tmp_path / "worker0" / "run" / "config.json").is_file()
@@ -170,3 +161,32 @@ def test_two_workers_train_together_and_match_mirrored(tmp_path):
             )
     # The two trainings moved: the comparison is not of two untrained models.
     assert chief[1]["loss"] != chief[0]["loss"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_worker_stops_both_at_the_same_batch_and_the_chief_saves(tmp_path):
+    """A worker that stopped alone would leave the other waiting in its next collective step."""
+    write_dogs(tmp_path / "images", 64)
+    ports = free_ports(2)
+    children: dict[str, subprocess.Popen] = {}
+    deadline = time.monotonic() + TIME_LIMIT
+    try:
+        for index in (0, 1):
+            children[f"worker{index}"] = start_worker(
+                tmp_path, index, ports, "--epochs", "200", "--batch-size", "32"
+            )
+        log = tmp_path / "worker1.log"
+        while "epoch 1/200" not in log.read_text():
+            assert time.monotonic() < deadline, f"no epoch in time:\n{log.read_text()[-3000:]}"
+            assert children["worker1"].poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        children["worker1"].send_signal(signal.SIGINT)  # Ctrl-C on the second worker only
+        wait_all(children, tmp_path, deadline)
+    finally:
+        end_all(children)
+
+    config = json.loads((tmp_path / "worker0" / "run" / "config.json").read_text())
+    assert config["status"] == "stopped"
+    assert 1 <= config["epochs_completed"] < 200
+    assert "trained (stopped)" in (tmp_path / "worker1.log").read_text()
+    assert list((tmp_path / "worker1").iterdir()) == []

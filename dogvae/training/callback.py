@@ -18,7 +18,7 @@ import numpy as np
 
 from dogvae.config import TrainConfig
 from dogvae.images import to_uint8
-from dogvae.model import decode, encode
+from dogvae.model import decode, encode, is_multi_worker
 from dogvae.training.checkpoint import Checkpoint
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch, learning_rate_at
@@ -92,6 +92,7 @@ class LiveHistory(keras.callbacks.Callback):
             self.epoch_seconds_before = float(resume.state.get("epoch_seconds", 0.0))
             self.learning_rate = float(resume.state.get("learning_rate", self.learning_rate))
             self.last_samples = resume.samples
+        self.multi_worker = False
 
     def _snapshot(self) -> None:
         self.good_weights = tuple(part.get_weights() for part in self.model.parts)
@@ -106,6 +107,9 @@ class LiveHistory(keras.callbacks.Callback):
         if self.started is None:  # a resumed epoch is a fit of its own; the clock runs on
             self.started = time.perf_counter() - self.seconds_before
             self._snapshot()
+        # Workers stop together: one that stopped alone would leave the others
+        # waiting for it in the next step's collective operations.
+        self.multi_worker = is_multi_worker(self.model.distribute_strategy)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -146,6 +150,7 @@ class LiveHistory(keras.callbacks.Callback):
                 )
                 self.model.stop_training = True
                 return
+        stop_asked = self._stop_asked()  # every batch: on every worker at the same point
         budget = self.config.budget_minutes
         if budget is not None and time.perf_counter() - self.started > budget * 60:
             self.status = "budget"
@@ -154,7 +159,7 @@ class LiveHistory(keras.callbacks.Callback):
                 f"batch {self.batches}; saved what was learned."
             )
             self.model.stop_training = True
-        elif self.stop_event is not None and self.stop_event.is_set():
+        elif stop_asked:
             self.status = "stopped"
             self.message = (
                 f"stopped by the user at epoch {self.epoch + 1}, batch {self.batches}; "
@@ -172,6 +177,15 @@ class LiveHistory(keras.callbacks.Callback):
                     **values,
                 }
             )
+
+    def _stop_asked(self) -> bool:
+        """Whether the stop flag is set: here, or under a multi-worker strategy on any worker."""
+        asked = self.stop_event is not None and self.stop_event.is_set()
+        if self.multi_worker:
+            strategy = self.model.distribute_strategy
+            votes = strategy.reduce("SUM", keras.ops.convert_to_tensor(int(asked)), axis=None)
+            asked = int(votes) > 0
+        return asked
 
     def on_epoch_end(self, epoch, logs=None):
         if self.status == "diverged":
