@@ -71,7 +71,7 @@ def test_resume_without_its_data_says_how_to_get_it(runs_folder, monkeypatch):
     run, _ = interrupted_run(runs_folder, monkeypatch)
     at = models_page()  # nothing loaded, and the recorded source does not exist
     at.button(key="resume-run").click().run()
-    assert "load 'memory' on the Data page" in texts(at.error)
+    assert "load 'test' on the Data page" in texts(at.error)
     assert ui.JOB not in at.session_state
     assert ckpt.has_checkpoint(run)
 
