@@ -76,8 +76,27 @@ def export_decoder(decoder: Any, model_config: ModelConfig, out_dir: str | Path)
     """
     model_config = model_config.validate()
     _check_shapes(decoder, model_config)
+    return _write_export(decoder_onnx_bytes(decoder), model_config, Path(out_dir))
+
+
+def cached_export(decoder: Any, model_config: ModelConfig, cache_dir: str | Path) -> Path:
+    """The folder under ``cache_dir`` holding this decoder's export, written when missing.
+
+    The folder is named after the ONNX file's sha256, so one decoder always has the
+    same folder (and URL, once served) and a changed decoder never gets a stale one.
+    """
+    model_config = model_config.validate()
+    _check_shapes(decoder, model_config)
     data = decoder_onnx_bytes(decoder)
-    out_dir = Path(out_dir)
+    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()[:16]
+    try:
+        read_export(folder)
+    except (FileNotFoundError, ValueError):
+        _write_export(data, model_config, folder)
+    return folder
+
+
+def _write_export(data: bytes, model_config: ModelConfig, out_dir: Path) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a folder; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
