@@ -16,7 +16,8 @@ $(STAMP): requirements.txt
 
 # The browser decoder's runtime (onnxruntime-web, pinned by its package-lock.json) comes
 # from npm into the component's vendor/ folder (not in git). Without npm the app still
-# works: it decodes on the server and says so.
+# works: it decodes on the server and says so. The .wasm is stored gzipped: Streamlit
+# would gzip it anew on every request, seconds of the server's event loop for 14 MB.
 COMPONENT := dogvae/components/latent_canvas
 VENDOR := $(COMPONENT)/vendor/.installed
 ORT_DIST := node_modules/onnxruntime-web/dist
@@ -25,6 +26,7 @@ $(VENDOR): $(COMPONENT)/package.json $(COMPONENT)/package-lock.json
 		cd $(COMPONENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
 		&& rm -rf vendor && mkdir vendor \
 		&& cp $(ORT_DIST)/ort.wasm.bundle.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm vendor/ \
+		&& gzip -9 -n vendor/ort-wasm-simd-threaded.wasm \
 		&& rm -rf node_modules && touch vendor/.installed; \
 	else echo "npm not found: the app will decode on the server (see $(COMPONENT)/README.md)"; fi
 

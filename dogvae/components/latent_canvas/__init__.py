@@ -9,9 +9,11 @@ Files reach the browser through the app's own server, nothing from outside:
 
 - onnxruntime-web (``vendor/``: ``ort.wasm.bundle.min.mjs`` and its ``.wasm``, put there
   by ``make setup`` with npm from ``package-lock.json``) and each exported decoder are
-  served by Streamlit's component file route, ``/component/<name>/<file>``, which
-  answers ``.mjs`` as JavaScript and ``.wasm`` as ``application/wasm``, with
-  ``streamlit run serve.py`` and ``streamlit run streamlit_app.py`` alike;
+  served by Streamlit's component file route, ``/component/<name>/<file>``, with
+  ``streamlit run serve.py`` and ``streamlit run streamlit_app.py`` alike. The server
+  gzips every other response anew per request (seconds of its event loop for the 14 MB
+  .wasm), so the .wasm and the decoder are served as ``.gz`` files (which it leaves
+  alone) and the page unpacks them (``DecompressionStream``);
 - a decoder's URL holds its sha256, so the browser fetches it once per run and keeps one
   onnxruntime session per URL across reruns.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from dogvae.atomic import write_atomically
 from dogvae.config import ModelConfig
 from dogvae.export import ONNX_FILE, cached_export, read_export
 
 COMPONENT_DIR = Path(__file__).resolve().parent
 VENDOR_DIR = COMPONENT_DIR / "vendor"
 ORT_MODULE = "ort.wasm.bundle.min.mjs"  # onnxruntime-web's wasm backend, its loader inlined
-ORT_WASM = "ort-wasm-simd-threaded.wasm"
+ORT_WASM = "ort-wasm-simd-threaded.wasm.gz"
+SERVED_ONNX = ONNX_FILE + ".gz"
 VENDOR_FILES = (ORT_MODULE, ORT_WASM)
 _COMPONENT_NAME = "dogvae_latent_canvas"
 
@@ -48,7 +53,7 @@ class BrowserDecoder:
     """An exported decoder the app serves to the browser.
 
     Attributes:
-        url: Where the page fetches ``decoder.onnx`` (a path on the app's server).
+        url: Where the page fetches the gzipped ``decoder.onnx`` (a path on the app's server).
         sha256: Of the ONNX file; part of ``url``.
         latent_dim: Length of a latent point.
         image_size: Side of the decoded image.
@@ -97,7 +102,11 @@ def browser_decoder(export_dir: str | Path) -> BrowserDecoder:
     """
     export_dir = Path(export_dir).resolve()
     info = read_export(export_dir)
-    url = _serve_folder(f"decoder-{info['sha256'][:16]}", export_dir) + ONNX_FILE
+    served = export_dir / SERVED_ONNX
+    if not served.is_file():
+        data = (export_dir / ONNX_FILE).read_bytes()
+        write_atomically(served, gzip.compress(data, compresslevel=6, mtime=0), sync=False)
+    url = _serve_folder(f"decoder-{info['sha256'][:16]}", export_dir) + SERVED_ONNX
     return BrowserDecoder(
         url=url,
         sha256=info["sha256"],

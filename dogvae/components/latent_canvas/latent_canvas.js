@@ -1,6 +1,10 @@
 // dogvae's latent canvas: decodes latent points in the page (onnxruntime-web, wasm, one
 // thread) and draws them on a canvas, following sliders, a 2-D pad or an animation.
 //
+// Timings, for any script to read: "dogvae:decode" per decode, "dogvae:frame" from an
+// input event to its pixels, "dogvae:runtime" (onnxruntime loaded) and "dogvae:session"
+// (a decoder fetched and its session created).
+//
 // Streamlit evaluates this module once per page and calls the default export on every
 // render with the new data; everything that must outlive a render (onnxruntime, one
 // session per decoder URL, each instance's view) lives in STATE.
@@ -23,14 +27,16 @@ function onServer(path) {
 
 function loadOrt(ortUrl, wasmUrl) {
   if (!STATE.ort) {
-    STATE.ort = import(onServer(ortUrl)).then((ort) => {
+    const start = performance.now();
+    const binary = fetchGunzipped(wasmUrl);
+    STATE.ort = Promise.all([import(onServer(ortUrl)), binary]).then(([ort, wasm]) => {
+      performance.measure("dogvae:runtime", { start, end: performance.now() });
       // More threads would need cross-origin isolation (COOP/COEP headers); one is
       // also steadier on a busy machine.
       ort.env.wasm.numThreads = 1;
       ort.env.wasm.proxy = false;
-      // Only the .wasm by URL: with a path prefix the bundle would fetch the loader
-      // it already holds inlined.
-      ort.env.wasm.wasmPaths = { wasm: onServer(wasmUrl) };
+      // The binary itself, so the bundle neither fetches it nor the loader it inlines.
+      ort.env.wasm.wasmBinary = wasm;
       ort.env.logLevel = "error";
       return ort;
     });
@@ -41,25 +47,30 @@ function loadOrt(ortUrl, wasmUrl) {
   return STATE.ort;
 }
 
+// A .gz file from the server, unpacked: the server sends it as it is.
+async function fetchGunzipped(path) {
+  const response = await fetch(onServer(path));
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  if (typeof DecompressionStream !== "function") throw new Error("no DecompressionStream");
+  const unpacked = response.body.pipeThrough(new DecompressionStream("gzip"));
+  return new Response(unpacked).arrayBuffer();
+}
+
 function loadSession(ort, url) {
   let entry = STATE.sessions.get(url);
   if (!entry) {
-    entry = fetch(onServer(url))
-      .then((response) => {
-        if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-        return response.arrayBuffer();
-      })
+    const start = performance.now();
+    entry = fetchGunzipped(url)
       .then((bytes) =>
         ort.InferenceSession.create(new Uint8Array(bytes), {
           executionProviders: ["wasm"],
           graphOptimizationLevel: "all",
         }),
       )
-      .then((session) => ({
-        session,
-        input: session.inputNames[0],
-        output: session.outputNames[0],
-      }));
+      .then((session) => {
+        performance.measure("dogvae:session", { start, end: performance.now() });
+        return { session, input: session.inputNames[0], output: session.outputNames[0] };
+      });
     STATE.sessions.set(url, entry);
     entry.catch(() => STATE.sessions.delete(url));
     while (STATE.sessions.size > MAX_SESSIONS) {
