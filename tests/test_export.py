@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dogvae import export, runs
+from dogvae import export, onnx_graph, runs
 from dogvae.config import PRESETS, ModelConfig
 from dogvae.model import build_decoder, decode
 
@@ -105,6 +105,9 @@ def test_read_export_refuses_a_changed_onnx_file(tmp_path: Path) -> None:
         export.read_export(tmp_path)
     with pytest.raises(FileNotFoundError, match="no decoder export"):
         export.read_export(tmp_path / "missing")
+    (tmp_path / export.EXPORT_FILE).write_text("{")
+    with pytest.raises(ValueError, match="damaged or not a dogvae decoder export"):
+        export.read_export(tmp_path)
 
 
 def test_cached_export_is_one_folder_per_decoder(tmp_path: Path) -> None:
@@ -125,7 +128,7 @@ def test_batch_norm_folding_is_exact() -> None:
     keras.utils.set_random_seed(4)
     decoder = build_decoder(config)
     randomise_batch_norms(decoder, seed=9)
-    ops, _, _ = export._decoder_ops(decoder)
+    ops, _, _ = onnx_graph._decoder_ops(decoder)
     folded = {name for op in ops for name in op.folded}
     assert folded == {f"deconv_{index}_bn" for index in range(1, 5)}
 

@@ -99,6 +99,9 @@ def test_the_page_gets_urls_on_its_own_server(export_dir: Path) -> None:
     assert data["values"] == [0.5, -1.0] and data["pad"] == [0, 1]
     assert data["fallback"].startswith("data:image/png;base64,")
     assert "unavailable: None" in texts(app)
+    # What the URL serves: the decoder, gzipped (the server sends .gz files as they are).
+    served = gzip.decompress((export_dir / canvas.SERVED_ONNX).read_bytes())
+    assert served == (export_dir / export.ONNX_FILE).read_bytes()
 
 
 def test_urls_follow_the_base_url_path(export_dir: Path) -> None:
@@ -107,12 +110,6 @@ def test_urls_follow_the_base_url_path(export_dir: Path) -> None:
     app = run_canvas(export_dir, base_url="/dogs/")
     assert texts(app)[0].startswith("/dogs/component/dogvae.components.latent_canvas.decoder-")
     assert component_data(app)["ort_url"].startswith("/dogs/component/")
-
-
-def test_the_served_file_is_the_decoder_gzipped(export_dir: Path) -> None:
-    canvas.browser_decoder(export_dir)
-    served = gzip.decompress((export_dir / canvas.SERVED_ONNX).read_bytes())
-    assert served == (export_dir / export.ONNX_FILE).read_bytes()
 
 
 def test_once_the_browser_failed_the_canvas_steps_aside(export_dir: Path) -> None:

@@ -260,7 +260,7 @@ def _mount(
     # Remembered per session: once the browser said it cannot decode, the element is
     # not mounted again (its reported state would go with it and it would try again).
     remembered = f"{key}:unavailable"
-    reason = st.session_state.get(remembered) or runtime_missing()
+    reason = runtime_missing() or st.session_state.get(remembered)
     if reason:
         return CanvasState(unavailable=reason)
     if not 32 <= width <= 1024:

@@ -112,7 +112,7 @@ class View {
     this.controlsSignature = "";
     this.pending = null; // {event} of the latest request not yet drawn
     this.running = false;
-    this.drawnPoint = null;
+    this.drawnKey = ""; // decoder URL and point of the pixels on the canvas
     this.playing = false;
     this.build();
   }
@@ -162,6 +162,7 @@ class View {
       this.signature = signature;
       this.values = numbers(data.values);
       this.frame = 0;
+      this.autoplayed = false;
     }
     this.buildControls();
     this.syncControls();
@@ -196,20 +197,20 @@ class View {
   async pump() {
     this.running = true;
     try {
-      const data = this.data;
       if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
-      if (!data.ort_url) throw new Error(data.unavailable || "no decoder runtime");
-      const ort = await loadOrt(data.ort_url, data.wasm_url);
+      const ort = await loadOrt(this.data.ort_url, this.data.wasm_url);
       while (this.pending) {
         const { event } = this.pending;
         this.pending = null;
-        const loaded = await loadSession(ort, this.data.decoder.url);
+        const data = this.data; // one render's data for the whole of this frame
+        const loaded = await loadSession(ort, data.decoder.url);
         const z = this.point();
-        const shown = this.data.frames ? `frame ${this.frame}` : JSON.stringify(this.values);
-        if (!event && this.drawnPoint && sameValues(z, this.drawnPoint)) continue;
+        const key = `${data.decoder.url} ${z.join(",")}`;
+        if (!event && key === this.drawnKey) continue; // a rerun that changed nothing here
+        const shown = data.frames ? `frame ${this.frame}` : JSON.stringify(this.values);
         const pixels = await decode(ort, loaded, z);
-        this.draw(pixels, shown);
-        this.drawnPoint = z;
+        if (!this.draw(data, pixels, shown)) continue;
+        this.drawnKey = key;
         if (event) {
           performance.measure("dogvae:frame", { start: event.timeStamp, end: performance.now() });
         }
@@ -221,9 +222,11 @@ class View {
     }
   }
 
-  // ``shown`` names the point of ``pixels`` (for tests and scripts: data-point).
-  draw(pixels, shown) {
-    const { image_size: size, channels } = this.data;
+  // Draw ``pixels`` (of ``data``'s decoder; false if the canvas has changed size since);
+  // ``shown`` names their point for tests and scripts (data-point).
+  draw(data, pixels, shown) {
+    const { image_size: size, channels } = data;
+    if (this.imageData.width !== size) return false;
     const rgba = this.imageData.data;
     // Math.fround: the product in float32, as NumPy's float32 array * 255 is; the
     // Uint8ClampedArray then rounds half to even and clips, as np.rint and np.clip do.
@@ -249,6 +252,7 @@ class View {
     this.canvas.dataset.status = "ready";
     this.canvas.dataset.decodes = String(Number(this.canvas.dataset.decodes ?? 0) + 1);
     this.canvas.dataset.point = shown;
+    return true;
   }
 
   fail(error) {
@@ -265,7 +269,8 @@ class View {
 
   report() {
     clearTimeout(this.reportTimer);
-    this.reportTimer = setTimeout(() => this.setStateValue("values", this.values.slice()), REPORT_DELAY_MS);
+    const send = () => this.setStateValue("values", this.values.slice());
+    this.reportTimer = setTimeout(send, REPORT_DELAY_MS);
   }
 
   buildControls() {
@@ -313,7 +318,8 @@ class View {
     const pad = document.createElement("div");
     pad.className = "pad";
     pad.setAttribute("role", "application");
-    pad.setAttribute("aria-label", `${this.data.labels?.[first]} and ${this.data.labels?.[second]}`);
+    const labels = this.data.labels ?? [];
+    pad.setAttribute("aria-label", `${labels[first]} and ${labels[second]}`);
     pad.innerHTML = `<div class="dot"></div>`;
     this.padDot = pad.querySelector(".dot");
     const [low, high] = this.data.range;
@@ -341,7 +347,8 @@ class View {
   buildPlayer() {
     const player = document.createElement("div");
     player.className = "player";
-    player.innerHTML = `<button type="button"></button><input type="range" aria-label="Frame"><output></output>`;
+    player.innerHTML = `
+      <button type="button"></button><input type="range" aria-label="Frame"><output></output>`;
     this.playButton = player.querySelector("button");
     this.scrub = player.querySelector("input");
     Object.assign(this.scrub, { min: 0, max: this.data.frames.length - 1, step: 1 });
@@ -404,12 +411,6 @@ class View {
       this.padDot.style.top = `${Math.min(Math.max(y, 0), 1) * 100}%`;
     }
   }
-}
-
-function sameValues(a, b) {
-  if (a.length !== b.length) return false;
-  for (let index = 0; index < a.length; index += 1) if (a[index] !== b[index]) return false;
-  return true;
 }
 
 export default function render(component) {
