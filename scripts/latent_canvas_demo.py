@@ -5,8 +5,9 @@
 
 Sliders along the run's slider directions and a 2-D pad over the first two redraw the
 dog on every move, decoded in the page; the server's image of the start point shows
-until the browser's first decode. Below, the decode and frame timings the component
-records with ``performance.measure`` (p50 / p95), read in the page.
+until the browser's first decode. Then an animation along all the directions at once
+(play, pause, scrub), each frame decoded when it is shown. Below, the decode and frame
+timings the component records with ``performance.measure`` (p50 / p95), read in the page.
 tests/test_browser_decoder.py drives this page in chromium (parity, timings, fallback).
 """
 
@@ -24,12 +25,18 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dogvae.components.latent_canvas import cached_browser_decoder, latent_canvas  # noqa: E402
+from dogvae.components.latent_canvas import (  # noqa: E402
+    cached_browser_decoder,
+    frame_player,
+    latent_canvas,
+)
 
 RUN = Path(os.environ.get("DOGVAE_CANVAS_RUN", REPO / "models" / "default"))
 CACHE = Path(os.environ.get("DOGVAE_CACHE_DIR", Path.home() / ".cache" / "dogvae")) / "decoders"
 WIDTH = 256
 START_SEED = 0  # the sliders start at a dog, not at the mean (a flat grey square)
+# The animation: every slider from -2 to 2 together, in 8 frames.
+FRAME_VALUES = np.linspace(-2.0, 2.0, 8)
 
 TIMINGS_JS = """
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
@@ -63,13 +70,13 @@ def load(run_dir: str):
     return run, basis, decoder
 
 
-def server_png(run, point: np.ndarray) -> bytes:
-    """The server's image of ``point``, as the app draws it, upscaled to WIDTH."""
+def server_png(run, point: np.ndarray, width: int = WIDTH) -> bytes:
+    """The server's image of ``point``, as the app draws it, upscaled to ``width``."""
     from dogvae.model import decode
 
     image = np.clip(np.rint(decode(run.decoder, point)[0] * 255.0), 0, 255).astype(np.uint8)
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    picture = picture.resize((WIDTH, WIDTH), Image.Resampling.NEAREST)
+    picture = picture.resize((width, width), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -109,6 +116,19 @@ if state.unavailable:
 elif state.values is not None:
     st.session_state[key] = state.values
 st.caption(f"Reported values: {state.values}")
+
+st.subheader("Frames")
+frames = np.stack([basis.to_point(np.full(len(basis.labels), value)) for value in FRAME_VALUES])
+player = frame_player(
+    decoder,
+    frames,
+    key=key + "-frames",
+    autoplay=False,
+    fallback_png=server_png(run, frames[0], WIDTH // 2),
+    width=WIDTH // 2,
+)
+if player.unavailable:
+    st.warning(f"The animation needs the browser decoder: {player.unavailable}")
 st.session_state["script-runs"] = st.session_state.get("script-runs", 0) + 1
 st.caption(f"Script runs: {st.session_state['script-runs']}")
 st.components.v2.component("dogvae_canvas_timings", js=TIMINGS_JS)(key="timings")

@@ -36,6 +36,7 @@ DEMO = "scripts/latent_canvas_demo.py"
 CANVAS = "canvas[data-dogvae-canvas]"
 SLIDER_STEPS = 30
 PAD_MOVES = 40
+FRAME_VALUES = np.linspace(-2.0, 2.0, 8)  # the demo's animation
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,15 +73,18 @@ def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    """Start the demo page for a run; yields a function run folder -> URL."""
+    """Start the demo page for a run (once per run); yields a function run folder -> URL, log."""
     root = tmp_path_factory.mktemp("canvas")
+    servers: dict[Path, tuple[str, Path]] = {}
     with contextlib.ExitStack() as stack:
 
         def serve(run_dir: Path) -> tuple[str, Path]:
-            log = root / f"{run_dir.name}.log"
-            env = {"DOGVAE_CANVAS_RUN": str(run_dir), "DOGVAE_CACHE_DIR": str(root / "cache")}
-            url = stack.enter_context(running_app(root, root, log, env, script=DEMO))
-            return url, log
+            if run_dir not in servers:
+                log = root / f"{run_dir.name}.log"
+                env = {"DOGVAE_CANVAS_RUN": str(run_dir), "DOGVAE_CACHE_DIR": str(root / "cache")}
+                url = stack.enter_context(running_app(root, root, log, env, script=DEMO))
+                servers[run_dir] = url, log
+            return servers[run_dir]
 
         yield serve
 
@@ -95,11 +99,17 @@ class Server:
         latent_dim = self.run.info.model_config.latent_dim
         self.basis = latent.slider_basis(latent_dim, runs.read_latent_stats(run_dir))
 
-    def pixels(self, values: list[float]) -> np.ndarray:
-        """uint8 (H, W, C) of the slider point, decoded and rounded as the app does."""
+    def pixels(self, shown: list[float] | str) -> np.ndarray:
+        """uint8 (H, W, C) of what a canvas shows (slider values, or "frame K" of the
+        demo's animation), decoded and rounded as the app does."""
         from dogvae.model import decode
 
-        image = decode(self.run.decoder, self.basis.to_point(values))[0]
+        if isinstance(shown, str):
+            value = FRAME_VALUES[int(shown.removeprefix("frame "))]
+            point = self.basis.to_point(np.full(len(self.basis.labels), value))
+        else:
+            point = self.basis.to_point(shown)
+        image = decode(self.run.decoder, point)[0]
         return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -110,34 +120,43 @@ def open_demo(context, url: str, log: Path):
     page.get_by_role("heading", name="Latent canvas", level=1).wait_for()
     wait_idle(page)
     assert_no_exception(page)
+    canvases = page.locator(CANVAS)
     wait_until(
-        lambda: page.locator(CANVAS).get_attribute("data-status") != "loading",
-        what="the first decode in the browser",
+        lambda: (
+            canvases.count() == 2
+            and "loading" not in canvases.evaluate_all("all => all.map(c => c.dataset.status)")
+        ),
+        what="the first decodes in the browser",
     )
-    status = page.locator(CANVAS).get_attribute("data-status")
-    assert status == "ready", f"the canvas is {status}{log_tail(log)}"
+    statuses = canvases.evaluate_all("all => all.map(c => c.dataset.status)")
+    assert statuses == ["ready", "ready"], f"the canvases are {statuses}{log_tail(log)}"
     return page, errors
 
 
-def decodes(page) -> int:
-    return int(page.locator(CANVAS).get_attribute("data-decodes") or 0)
+def decodes(page, index: int = 0) -> int:
+    return int(page.locator(CANVAS).nth(index).get_attribute("data-decodes") or 0)
 
 
-def canvas_pixels(page, channels: int) -> tuple[list[float], np.ndarray]:
-    """The point the canvas shows (its slider values) and its pixels, uint8 (H, W, C)."""
-    values, size, rgba = page.locator(CANVAS).evaluate(
-        """canvas => {
+def canvas_pixels(page, channels: int, index: int = 0) -> tuple[list[float] | str, np.ndarray]:
+    """The point a canvas shows (its slider values, or "frame K") and its pixels, uint8."""
+    values, size, rgba = (
+        page.locator(CANVAS)
+        .nth(index)
+        .evaluate(
+            """canvas => {
             const { width, height } = canvas;
             const rgba = canvas.getContext("2d").getImageData(0, 0, width, height).data;
-            return [JSON.parse(canvas.dataset.point), width, Array.from(rgba)];
+            const point = canvas.dataset.point;
+            return [point.startsWith("frame") ? point : JSON.parse(point), width, Array.from(rgba)];
         }"""
+        )
     )
     image = np.array(rgba, np.uint8).reshape(size, size, 4)
     return values, image[..., :1] if channels == 1 else image[..., :3]
 
 
-def assert_parity(page, server: Server) -> np.ndarray:
-    values, browser = canvas_pixels(page, server.run.info.model_config.channels)
+def assert_parity(page, server: Server, index: int = 0) -> np.ndarray:
+    values, browser = canvas_pixels(page, server.run.info.model_config.channels, index)
     expected = server.pixels(values)
     assert browser.shape == expected.shape
     difference = np.abs(browser.astype(int) - expected.astype(int))
@@ -226,6 +245,29 @@ def test_default_model_parity_and_timings(served) -> None:
         assert not errors.take(), "the browser reported errors"
 
 
+def test_the_animation_plays_pauses_and_scrubs(served) -> None:
+    run_dir = REPO / "models" / "default"
+    url, log = served(run_dir)
+    server = Server(run_dir)
+    with chromium() as context:
+        page, errors = open_demo(context, url, log)
+        assert canvas_pixels(page, 1, index=1)[0] == "frame 0"
+        assert_parity(page, server, index=1)
+        page.get_by_role("button", name="Play").click()
+        wait_until(lambda: decodes(page, 1) >= 5, 30, "the animation to play")
+        page.get_by_role("button", name="Pause").click()
+        page.wait_for_timeout(300)
+        paused = decodes(page, 1)
+        page.wait_for_timeout(500)
+        assert decodes(page, 1) == paused, "the animation went on after Pause"
+        assert_parity(page, server, index=1)
+        scrub = page.get_by_role("slider", name="Frame")
+        scrub.fill("6")
+        wait_until(lambda: canvas_pixels(page, 1, index=1)[0] == "frame 6", what="frame 6")
+        assert_parity(page, server, index=1)
+        assert not errors.take(), "the browser reported errors"
+
+
 def test_seed_preset_parity(served, seed_run) -> None:
     url, log = served(seed_run)
     server = Server(seed_run)
@@ -255,7 +297,8 @@ def test_without_webassembly_the_server_draws(served) -> None:
         wait_until(notice.count, what="the fallback notice")
         wait_idle(page)
         assert_no_exception(page)
-        assert page.locator(CANVAS).count() == 0, "the canvas stayed after it failed"
+        assert page.locator(CANVAS).count() == 0, "a canvas stayed after it failed"
+        assert page.get_by_text("The animation needs the browser decoder").count() == 1
         images = page.locator('[data-testid="stMain"] img')
         wait_until(
             lambda: (

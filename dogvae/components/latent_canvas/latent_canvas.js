@@ -354,9 +354,8 @@ class View {
     Object.assign(this.scrub, { min: 0, max: this.data.frames.length - 1, step: 1 });
     this.playButton.addEventListener("click", () => (this.playing ? this.stop() : this.play()));
     this.scrub.addEventListener("input", (event) => {
-      this.stop();
       this.frame = Number(this.scrub.value);
-      this.syncControls();
+      this.stop(); // and syncs the controls to the frame
       this.request(event);
     });
     this.controls.appendChild(player);
