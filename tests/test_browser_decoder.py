@@ -186,12 +186,18 @@ def measures(page, name: str) -> list[float]:
     )
 
 
-def test_default_model_parity_and_timings(served) -> None:
-    run_dir = REPO / "models" / "default"
+@contextlib.contextmanager
+def demo(served, run_dir: Path):
+    """The demo page for ``run_dir`` in a fresh browser: (page, its errors, the server side)."""
     url, log = served(run_dir)
     server = Server(run_dir)
     with chromium() as context:
         page, errors = open_demo(context, url, log)
+        yield page, errors, server
+
+
+def test_default_model_parity_and_timings(served) -> None:
+    with demo(served, REPO / "models" / "default") as (page, errors, server):
         first = assert_parity(page, server)
 
         # Keyboard steps on a slider: an input event each, each redrawn in the page; the
@@ -246,11 +252,7 @@ def test_default_model_parity_and_timings(served) -> None:
 
 
 def test_the_animation_plays_pauses_and_scrubs(served) -> None:
-    run_dir = REPO / "models" / "default"
-    url, log = served(run_dir)
-    server = Server(run_dir)
-    with chromium() as context:
-        page, errors = open_demo(context, url, log)
+    with demo(served, REPO / "models" / "default") as (page, errors, server):
         assert canvas_pixels(page, 1, index=1)[0] == "frame 0"
         assert_parity(page, server, index=1)
         page.get_by_role("button", name="Play").click()
@@ -269,10 +271,7 @@ def test_the_animation_plays_pauses_and_scrubs(served) -> None:
 
 
 def test_seed_preset_parity(served, seed_run) -> None:
-    url, log = served(seed_run)
-    server = Server(seed_run)
-    with chromium() as context:
-        page, errors = open_demo(context, url, log)
+    with demo(served, seed_run) as (page, errors, server):
         assert_parity(page, server)
         slider = page.get_by_role("slider", name=server.basis.labels[1])
         slider.focus()
