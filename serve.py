@@ -26,9 +26,8 @@ from dogvae.training import save_running_jobs, stop_running_jobs
 from dogvae.web import PinServerRoot, before_signals
 
 # Uvicorn waits, with no time limit, for every open connection to close before it
-# shuts the app down, and now and then one never does (seen in the browser tests;
-# which connection, not found).
-# Once the trainings are saved, the server gets this long to exit by itself.
+# shuts the app down, and now and then one never does: once the trainings are saved,
+# the server gets this long to exit by itself.
 EXIT_GRACE_SECONDS = 15.0
 
 _saving = threading.Lock()

@@ -99,7 +99,8 @@ def breakdown(files: list[str], image_size: int, channels: int) -> dict:
     import cv2
     import numpy as np
 
-    from dogvae.data import _REDUCED_FLAGS, jpeg_reduction, jpeg_size
+    from dogvae.data import jpeg_reduction, jpeg_size
+    from dogvae.data.decode import REDUCED_FLAGS
 
     gray = channels == 1
     base_flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
@@ -126,7 +127,7 @@ def breakdown(files: list[str], image_size: int, channels: int) -> dict:
         factor = jpeg_reduction(size, image_size) if size else 1
         flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR_RGB
         if factor > 1:
-            flag = _REDUCED_FLAGS[factor] | (0 if gray else cv2.IMREAD_COLOR_RGB)
+            flag = REDUCED_FLAGS[factor] | (0 if gray else cv2.IMREAD_COLOR_RGB)
         t1 = time.perf_counter()
         image = cv2.imdecode(buffer, flag | cv2.IMREAD_ANYDEPTH)
         t2 = time.perf_counter()

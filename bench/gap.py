@@ -57,8 +57,9 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from dogvae.data import load_dataset
+    from dogvae.loaded_run import load_run
     from dogvae.model import to_float_images, vae_loss_terms
-    from dogvae.runs import load_run, read_run_info
+    from dogvae.runs import read_run_info
 
     info = read_run_info(args.run)
     dataset = load_dataset(args.data, replace(info.data_config, limit=args.limit))

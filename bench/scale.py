@@ -125,6 +125,7 @@ def worker(args) -> int:
     import keras
 
     from dogvae import training
+    from dogvae.training import pipeline
 
     stop = None
     batch_ends = []
@@ -164,7 +165,7 @@ def worker(args) -> int:
             "cold_load_s": round(cold_s, 2),
             "cold_load_img_per_s": round(dataset.report.readable / cold_s, 1),
             "cached_load_s": round(cached_s, 4),
-            "memory_mapped": training._mapping_of(images) is not None,
+            "memory_mapped": pipeline.mapping_of(images) is not None,
             "train_images": len(train_rows) if train_rows is not None else len(images),
             "validation_images": len(validation_rows) if validation_rows is not None else 0,
             "batches": trained_batches,
@@ -191,10 +192,10 @@ def main(argv=None) -> int:
         csv = write_images(work, args.n, args.size, args.channels, extension)
         write_s = time.perf_counter() - started
         files_mb = sum(path.stat().st_size for path in (work / "images").rglob("*")) / 2**20
-        from dogvae import data
+        from dogvae.data import limits
 
         # Files this fresh are not cached (see CACHE_SETTLE_SECONDS): wait them out.
-        time.sleep(data.CACHE_SETTLE_SECONDS + 0.5)
+        time.sleep(limits.CACHE_SETTLE_SECONDS + 0.5)
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(csv)]
         command += ["--n", str(args.n), "--size", str(args.size)]
         command += ["--channels", str(args.channels), "--batch", str(args.batch)]

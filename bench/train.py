@@ -126,9 +126,9 @@ def worker(args) -> int:
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from dogvae import training
+    from dogvae.training import pipeline
 
     # Instrumentation: time spent in the per-batch callback hooks, Keras' own
     # conversion of the logs to floats included.
@@ -166,9 +166,9 @@ def worker(args) -> int:
     images = dataset.images
     if args.pipeline == "tensor":
         images = np.array(images)  # in memory: one tensor
-        training.MAX_TENSOR_BYTES = 1 << 40
+        pipeline.MAX_TENSOR_BYTES = 1 << 40
     elif args.pipeline == "stream":
-        training.MAX_TENSOR_BYTES = 0
+        pipeline.MAX_TENSOR_BYTES = 0
     if args.split:
         train_rows, validation_rows = dataset.train_indices, dataset.validation_indices
     else:
@@ -187,9 +187,9 @@ def worker(args) -> int:
     trained = len(images) if train_rows is None else len(train_rows)
     steady = epoch_s[1:] or epoch_s
 
-    pipeline = training._batches(tf, images, args.batch, True, 0, train_rows)
+    train_data = pipeline.batches(images, args.batch, True, 0, train_rows)
     t0 = time.perf_counter()
-    for _ in pipeline:
+    for _ in train_data:
         pass
     pipeline_s = time.perf_counter() - t0
 
@@ -203,7 +203,7 @@ def worker(args) -> int:
             "final_loss": round(result.history[-1]["loss"], 2),
             "status": result.status,
             "pipeline": "stream"
-            if training._mapping_of(images) is not None or training.MAX_TENSOR_BYTES == 0
+            if pipeline.mapping_of(images) is not None or pipeline.MAX_TENSOR_BYTES == 0
             else "tensor",
             "epoch_end_s": [round(b - e, 3) for e, b in zip(ends, starts[1:], strict=False)],
             "callback_ms_per_batch": round(callback_seconds[0] * 1000 / max(batches[0], 1), 4),

@@ -2,7 +2,7 @@
 
 Importing the package is cheap: TensorFlow loads only with ``dogvae.model``, and
 inside the functions that train or load models (``training.train_vae``,
-``runs.load_run``, ``runs.save_run``).
+``loaded_run.load_run``, ``runs.save_run``).
 """
 
 __version__ = "0.1.0"

@@ -2,7 +2,8 @@
 
 import sys
 
-from dogvae.cli import main, mute_native_stderr
+from dogvae.cli import main
+from dogvae.terminal import mute_native_stderr
 
 mute_native_stderr()
 sys.exit(main())

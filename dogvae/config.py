@@ -2,8 +2,10 @@
 
 A run's ``config.json`` holds ``ModelConfig``, ``TrainConfig`` and ``DataConfig``
 as plain dicts; ``ModelConfig`` alone is enough to rebuild the encoder and
-decoder. Every config validates itself so that absurd settings are refused with
-a message before any work starts.
+decoder. Every config checks itself when it is made (``dataclasses.replace``
+included), so an absurd setting is refused with a message before any work starts.
+The names a setting can take (``LR_SCHEDULES``, ``STRATEGIES``, ...) live here too,
+for the CLI and the pages to offer.
 """
 
 from __future__ import annotations
@@ -20,8 +22,39 @@ MAX_BATCH_SIZE = 4_096
 MAX_LATENT_DIM = 512
 MAX_SHIFT = 8  # pixels; below half the smallest image size, which mirrored padding needs
 IMAGE_SIZES = (32, 64, 96, 128, 192, 256)
+CHANNELS = (1, 3)  # grayscale, RGB
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("relu", "silu")
+# tf.distribute strategies by name (dogvae.training.make_strategy); here, so that the
+# CLI's --help can list them without importing TensorFlow.
+STRATEGIES = ("default", "mirrored", "multiworker")
+SPLITS = ("train", "validation")  # the two parts a dataset is split into
+
+
+def _check_image(image_size: int, channels: int) -> None:
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(
+            f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {image_size!r}"
+        )
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 @dataclass(frozen=True)
@@ -42,7 +75,11 @@ class DataConfig:
     validation_fraction: float = 0.1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> DataConfig:
+        """Raise ValueError naming an absurd setting; return the config."""
         _check_image(self.image_size, self.channels)
         if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
             raise ValueError(f"limit must be a positive number of images, got {self.limit!r}")
@@ -97,7 +134,11 @@ class ModelConfig:
             return tuple(self.decoder_filters)
         return tuple(reversed(self.conv_filters))
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> ModelConfig:
+        """Raise ValueError naming an absurd setting; return the config."""
         _check_image(self.image_size, self.channels)
         if not _is_int(self.latent_dim) or not 1 <= self.latent_dim <= MAX_LATENT_DIM:
             raise ValueError(
@@ -131,10 +172,7 @@ class ModelConfig:
             _is_number(self.logvar_clamp) and 0 < self.logvar_clamp <= 100
         ):
             raise ValueError(f"logvar_clamp must be in (0, 100] or None, got {self.logvar_clamp!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
+        _check_choice("activation", self.activation, ACTIVATIONS)
         return self
 
 
@@ -175,7 +213,11 @@ class TrainConfig:
     flip: bool = False
     shift: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> TrainConfig:
+        """Raise ValueError naming an absurd setting; return the config."""
         if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_EPOCHS:
             raise ValueError(f"epochs must be from 1 to {MAX_EPOCHS}, got {self.epochs!r}")
         if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
@@ -204,10 +246,7 @@ class TrainConfig:
             raise ValueError(f"flip must be true or false, got {self.flip!r}")
         if not _is_int(self.shift) or not 0 <= self.shift <= MAX_SHIFT:
             raise ValueError(f"shift must be from 0 to {MAX_SHIFT} pixels, got {self.shift!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         return self
 
 
@@ -229,13 +268,12 @@ _QUALITY_MODEL = ModelConfig(
     logvar_clamp=10.0,
     activation="silu",
 )
-# Parameters moved from the encoder (whose posteriors are within 5 nats of the best
-# possible for its decoder, bench/gap.py) to a wider decoder.
+# Parameters moved from the encoder, already close to the best its decoder allows
+# (MODEL_CARD.md), to a wider decoder.
 _QUALITY_WIDE_MODEL = dataclasses.replace(
     _QUALITY_MODEL, conv_filters=(32, 64, 128, 64), decoder_filters=(160, 160, 96, 48)
 )
-# Flips: without them the validation loss of a long training on 11,250 photos rose
-# again after epoch 42 while the training loss kept falling (MODEL_CARD.md).
+# Flips: without them a long training starts to learn its photos by heart (MODEL_CARD.md).
 _QUALITY_TRAIN = TrainConfig(
     epochs=40,
     batch_size=64,
@@ -294,6 +332,39 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+def from_preset(
+    name: str, model: ModelConfig | None = None, **overrides: Any
+) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs of a preset, with some settings changed.
+
+    Args:
+        name: A preset's name (a key of ``PRESETS``).
+        model: Start from this model instead of the preset's (e.g. a run to
+            continue from); the training settings are still the preset's.
+        **overrides: ``ModelConfig`` or ``TrainConfig`` fields and their values,
+            e.g. ``latent_dim=8, epochs=5``; each goes to the config that has it.
+
+    Returns:
+        ``(model_config, train_config)``, both checked.
+
+    Raises:
+        ValueError: For an unknown preset or setting, or an absurd value.
+    """
+    preset = get_preset(name)
+    model_fields = {field.name for field in dataclasses.fields(ModelConfig)}
+    train_fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - model_fields - train_fields)
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    model_config = dataclasses.replace(
+        model or preset.model, **{k: v for k, v in overrides.items() if k in model_fields}
+    )
+    train_config = dataclasses.replace(
+        preset.train, **{k: v for k, v in overrides.items() if k in train_fields}
+    )
+    return model_config, train_config
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as a JSON-ready dict (tuples become lists)."""
     return {
@@ -313,25 +384,4 @@ def from_dict(cls: type, values: dict[str, Any]):
     kwargs = {
         key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
     }
-    return cls(**kwargs).validate()
-
-
-def _check_image(image_size: int, channels: int) -> None:
-    if image_size not in IMAGE_SIZES:
-        raise ValueError(
-            f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {image_size!r}"
-        )
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    return cls(**kwargs)

@@ -115,7 +115,7 @@ def _write_export(data: bytes, model_config: ModelConfig, out_dir: Path) -> Path
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Load the run at ``run_dir`` (safe mode) and export its decoder into ``out_dir``."""
-    from dogvae.runs import load_run
+    from dogvae.loaded_run import load_run
 
     run = load_run(run_dir)
     return export_decoder(run.decoder, run.info.model_config, out_dir)

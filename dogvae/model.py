@@ -24,12 +24,9 @@ from dogvae.config import ModelConfig
 class Sampling(layers.Layer):
     """Draws z = z_mean + exp(z_log_var / 2) * epsilon (the reparameterisation trick).
 
-    The layer owns its SeedGenerator (seeded from keras.utils.set_random_seed at
-    build time). Keras' global generator would do for one model, but
-    set_random_seed replaces it, and a compiled train step that captured the old
-    one then fails with "referencing variables which have been deleted" when a
-    server trains several models. The generator's state is not a weight: the
-    parameter counts and saved files are those of the original design.
+    The layer owns its SeedGenerator: set_random_seed replaces Keras' global one,
+    which a compiled train step of another model on the same server may hold. Its
+    state is not a weight, so parameter counts and saved files stay the original's.
     """
 
     def __init__(self, **kwargs):
@@ -59,7 +56,6 @@ class LogVarClamp(layers.Layer):
 
 def build_encoder(config: ModelConfig) -> keras.Model:
     """Image (H, W, C) in [0, 1] -> [z_mean, z_log_var, z]."""
-    config.validate()
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
     x = inputs
     for index, filters in enumerate(config.conv_filters, start=1):
@@ -77,7 +73,6 @@ def build_encoder(config: ModelConfig) -> keras.Model:
 
 def build_decoder(config: ModelConfig) -> keras.Model:
     """Latent vector (latent_dim,) -> image (H, W, C) in [0, 1]."""
-    config.validate()
     side = config.image_size // 2 ** len(config.conv_filters)
     widths = config.decoder_widths
     inputs = keras.Input((config.latent_dim,), name="z")
@@ -210,15 +205,11 @@ _INFERENCE_LOCK = threading.Lock()
 def inference_function(model: keras.Model, single: bool = False):
     """``model(x, training=False)`` as a compiled function, traced once per model.
 
-    For one image an eager call of the quality decoder costs about 15 ms, mostly
-    dispatching its layers one by one; a ``tf.function`` 3 ms. With ``single``,
-    the function takes exactly one row and is compiled with XLA into one fused
-    kernel: that is what a slider move runs, and on a busy machine (the browser
-    redrawing on the same cores) it stays near 10 ms where the op-by-op graph,
-    hopping between TensorFlow's thread pools, took 40-90 ms. Otherwise the batch
-    dimension is left open, so that any batch size uses the same trace (XLA would
-    compile again for every new size). Both read the model's variables, so they
-    follow a model that is still training.
+    With ``single``, the function takes exactly one row and is compiled with XLA
+    into one fused kernel: what a slider move runs, and it stays fast on a busy
+    machine (README, Performance). Otherwise the batch dimension is left open, so
+    that any batch size uses the same trace (XLA would compile again for every
+    size). Both read the model's variables, so they follow a model still training.
     """
     with _INFERENCE_LOCK:
         functions = _INFERENCE.setdefault(model, {})
@@ -253,8 +244,8 @@ def encode(encoder: keras.Model, images: np.ndarray, batch_size: int = 256):
 def decode(decoder: keras.Model, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Images in [0, 1], float32 (n, H, W, C), for latent vectors ``z`` (n, latent_dim).
 
-    A compiled function (``inference_function``), not ``predict``: for one image
-    ``predict`` costs about 40 ms, an eager call 15 ms and this 2-3 ms.
+    Through ``inference_function``, not ``predict``, which is many times slower
+    for one image.
     """
     z = np.asarray(z, dtype=np.float32)
     if z.ndim == 1:

@@ -6,9 +6,10 @@ A run folder holds::
     encoder.keras  decoder.keras  Keras' native format; what dogvae loads (safe mode)
     config.json                   model, training and data settings, outcome, final losses
     history.csv                   one row per epoch
+    latent_stats.npz              the training set's latent statistics (``LatentStats``)
 
-Listing and reading a run's settings never import TensorFlow; only ``load_run``
-and ``save_run`` do.
+Listing and reading a run's settings never import TensorFlow; only ``save_run``
+does. Loading a run's models is ``dogvae.loaded_run``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import zipfile
@@ -29,19 +29,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dogvae import __version__
+from dogvae.atomic import OLD_MARK, TEMP_MARK, atomic_folder
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from dogvae.latent_stats import LatentStats
 
 RUN_FORMAT = "dogvae-run"
 RUN_FORMAT_VERSION = 1
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
 RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
-LATENT_STATS_KEYS = ("mean", "components", "variance", "points")
-# Optional: the posterior log-variances of the points, for sampling near the training dogs.
-POINT_LOG_VARS = "point_log_vars"
 HISTORY_COLUMNS = (
     "epoch",
     "batches",
@@ -92,15 +89,6 @@ class RunInfo:
         return self.config.get("created", "")
 
 
-@dataclass
-class LoadedRun:
-    """A run with its encoder and decoder loaded."""
-
-    info: RunInfo
-    encoder: Any
-    decoder: Any
-
-
 def check_run_target(run_dir: str | Path) -> Path:
     """Refuse, before any training, an output path that cannot become a run folder.
 
@@ -137,7 +125,7 @@ def save_run(
     message: str = "",
     seconds: float = 0.0,
     preset: str = "custom",
-    latent_stats: dict[str, Any] | None = None,
+    latent_stats: LatentStats | None = None,
     init_from: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete run folder atomically and return its path.
@@ -175,39 +163,23 @@ def save_run(
         "final": final,
         "init_from": init_from,
     }
-    temp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
     try:
-        with _h5_warning_muted():
-            encoder.save(temp / "encoder.h5")
-            decoder.save(temp / "decoder.h5")
-        encoder.save(temp / "encoder.keras")
-        decoder.save(temp / "decoder.keras")
-        _write_text(temp / "history.csv", _history_csv(history))
-        if latent_stats is not None:
-            _write_stats(temp / LATENT_STATS, latent_stats)
-        # config.json last: a folder with it is complete.
-        _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
-        _fsync_dir(temp)
-    except BaseException as error:
-        shutil.rmtree(temp, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise OSError(
-                error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
-            ) from error
-        raise
-    _swap_into_place(temp, run_dir)
+        with atomic_folder(run_dir) as temp:
+            with _h5_warning_muted():
+                encoder.save(temp / "encoder.h5")
+                decoder.save(temp / "decoder.h5")
+            encoder.save(temp / "encoder.keras")
+            decoder.save(temp / "decoder.keras")
+            _write_text(temp / "history.csv", _history_csv(history))
+            if latent_stats is not None:
+                latent_stats.save(temp / LATENT_STATS)
+            # config.json last: a folder with it is complete.
+            _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
+    except OSError as error:
+        raise OSError(
+            error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"
+        ) from error
     return run_dir
-
-
-def _swap_into_place(temp: Path, run_dir: Path) -> None:
-    if run_dir.exists():
-        old = run_dir.parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(run_dir, old)
-        os.rename(temp, run_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(temp, run_dir)
-    _fsync_dir(run_dir.parent)
 
 
 def recover_runs(runs_dir: str | Path) -> list[str]:
@@ -224,15 +196,15 @@ def recover_runs(runs_dir: str | Path) -> list[str]:
         name = entry.name
         if not (name.startswith(".") and entry.is_dir()):
             continue
-        if ".old-" in name:
-            original = runs_dir / name[1:].rsplit(".old-", 1)[0]
+        if OLD_MARK in name:
+            original = runs_dir / name[1:].rsplit(OLD_MARK, 1)[0]
             if original.exists():
                 shutil.rmtree(entry, ignore_errors=True)
                 actions.append(f"removed leftover {name}")
             else:
                 os.rename(entry, original)
                 actions.append(f"restored {original.name} after an interrupted save")
-        elif ".tmp-" in name and time.time() - entry.stat().st_mtime > _STALE_TEMP_SECONDS:
+        elif TEMP_MARK in name and time.time() - entry.stat().st_mtime > _STALE_TEMP_SECONDS:
             shutil.rmtree(entry, ignore_errors=True)
             actions.append(f"removed unfinished save {name}")
     return actions
@@ -300,40 +272,6 @@ def list_runs(runs_dir: str | Path) -> tuple[list[RunInfo], list[tuple[Path, str
     return runs, problems
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Load a run's encoder and decoder from its .keras files, in Keras' safe mode.
-
-    Only files that dogvae wrote are accepted: config.json must be a dogvae
-    run, safe mode refuses Lambda layers and pickled code, and the models'
-    shapes must match the settings.
-    """
-    info = read_run_info(run_dir)
-    import keras
-
-    import dogvae.model  # noqa: F401 - registers the custom layers
-
-    models = []
-    for name in ("encoder", "decoder"):
-        path = info.path / f"{name}.keras"
-        try:
-            models.append(keras.models.load_model(path, compile=False, safe_mode=True))
-        except Exception as error:
-            raise ValueError(
-                f"cannot load {path}: {error}. The run is damaged or not dogvae's."
-            ) from None
-    encoder, decoder = models
-    config = info.model_config
-    image_shape = (config.image_size, config.image_size, config.channels)
-    if tuple(encoder.input_shape[1:]) != image_shape or len(encoder.outputs) != 3:
-        raise ValueError(f"{info.path}: encoder.keras does not match config.json")
-    if (
-        tuple(decoder.input_shape[1:]) != (config.latent_dim,)
-        or tuple(decoder.output_shape[1:]) != image_shape
-    ):
-        raise ValueError(f"{info.path}: decoder.keras does not match config.json")
-    return LoadedRun(info, encoder, decoder)
-
-
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """The run's history.csv as a list of dicts (numbers as floats), [] when absent."""
     path = Path(run_dir) / "history.csv"
@@ -359,54 +297,27 @@ def lineage(info: RunInfo) -> dict[str, Any]:
     }
 
 
-def read_latent_stats(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's latent statistics (see ``latent.latent_statistics``), or None.
+def read_latent_stats(run_dir: str | Path) -> LatentStats | None:
+    """The run's latent statistics, or None.
 
     None when the run has none (older or foreign runs) or the file is damaged:
-    the app then falls back to plain latent axes. ``point_log_vars`` is there
-    only when the file has it in the shape of ``points``. Never unpickles.
+    the app then falls back to plain latent axes and the prior. Never unpickles.
     """
-    path = Path(run_dir) / LATENT_STATS
-    if not path.is_file():
-        return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            stats = {key: np.asarray(archive[key], dtype=np.float32) for key in LATENT_STATS_KEYS}
-            if POINT_LOG_VARS in archive.files:
-                log_vars = np.asarray(archive[POINT_LOG_VARS], dtype=np.float32)
-                if log_vars.shape == stats["points"].shape:
-                    stats[POINT_LOG_VARS] = log_vars
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return LatentStats.load(Path(run_dir) / LATENT_STATS)
+    except (OSError, ValueError):
         return None
-    dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
-    if dim < 1 or stats["components"].ndim != 2 or stats["components"].shape[1] != dim:
-        return None
-    return stats
 
 
-def write_latent_stats(run_dir: str | Path, latent_stats: dict[str, Any]) -> Path:
+def write_latent_stats(run_dir: str | Path, latent_stats: LatentStats) -> Path:
     """Replace a run's latent_stats.npz atomically (the rest of the run is untouched)."""
     run_dir = Path(run_dir)
     read_run_info(run_dir)  # a dogvae run, or a clear error
     path = run_dir / LATENT_STATS
-    temp = path.with_name(f".{LATENT_STATS}.tmp-{os.getpid()}")
     try:
-        _write_stats(temp, latent_stats)
-        os.replace(temp, path)
+        return latent_stats.save(path)
     except OSError as error:
-        temp.unlink(missing_ok=True)
         raise OSError(error.errno, f"could not write {path}: {error.strerror or error}") from error
-    _fsync_dir(run_dir)
-    return path
-
-
-def _write_stats(path: Path, latent_stats: dict[str, Any]) -> None:
-    """latent_stats.npz at ``path``, synced: the required keys, and the log-variances if given."""
-    keys = LATENT_STATS_KEYS + ((POINT_LOG_VARS,) if POINT_LOG_VARS in latent_stats else ())
-    with path.open("wb") as handle:
-        np.savez(handle, **{key: np.asarray(latent_stats[key], np.float32) for key in keys})
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def delete_run(run_dir: str | Path) -> None:
@@ -471,19 +382,6 @@ def _write_text(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _json_default(value: Any) -> Any:

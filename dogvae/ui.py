@@ -16,6 +16,7 @@ TensorFlow has loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import os
@@ -28,12 +29,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import streamlit as st
 
-from dogvae import latent
+from dogvae import images, latent
 from dogvae.runs import LATENT_STATS
 
 if TYPE_CHECKING:
+    from dogvae.config import ModelConfig
     from dogvae.data import Dataset
-    from dogvae.runs import LoadedRun, RunInfo
+    from dogvae.latent_stats import LatentStats
+    from dogvae.loaded_run import LoadedRun
+    from dogvae.runs import RunInfo
     from dogvae.training import TrainingJob, TrainingSlots
 
 BUNDLED_RUN = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -42,21 +46,17 @@ DATASET = "dataset"  # session key: the loaded Dataset
 JOB = "training_job"  # session key: this session's TrainingJob
 DATASET_UPLOAD_MB = 200  # per-widget upload limits, below server.maxUploadSize
 PHOTO_UPLOAD_MB = 20
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]  # what the photo uploaders accept
 
 
 def keep_keras_between_runs() -> bool:
     """Stop Streamlit from resetting Keras after every script run; True when it is stopped.
 
     After each run, fragment reruns included, Streamlit calls
-    ``keras.backend.clear_session()``: a full garbage collection, a reset of
-    TensorFlow's default graph and a cleared eager kernel cache, which the
-    training thread then rebuilds. The Train page's live chart reruns every
-    second, so a training watched in the browser spent most of its time waiting
-    for the GIL: 11 times slower than the same training without the app, and
-    35 s from Stop to saved instead of 2 s (bench/train_in_app.py). dogvae
-    keeps no per-run Keras state to clear: models are built in the training
-    thread and in cached loads. The other half of Streamlit's clean-up, closing
-    matplotlib's figures, is kept.
+    ``keras.backend.clear_session()``, which a training watched on the Train page
+    (whose chart reruns every second) then spends its time rebuilding (README,
+    Performance). dogvae keeps no per-run Keras state to clear; the other half of
+    Streamlit's clean-up, closing matplotlib's figures, is kept.
     """
     from streamlit.runtime.scriptrunner import script_runner
 
@@ -134,19 +134,16 @@ def training_slots(capacity: int) -> TrainingSlots:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _load_run(path: str, modified: float) -> LoadedRun:
-    from dogvae.runs import load_run
+    from dogvae.loaded_run import load_run
 
     run = load_run(path)
-    # Compile the one-image encoder and decoder (XLA, about 0.5 s) now, not at the
-    # user's first slider move.
-    from dogvae.model import decode, encode
-
+    # Compile the one-image encoder and decoder (XLA) now, not at the user's first
+    # slider move.
     config = run.info.model_config
-    encode(run.encoder, np.zeros((1, config.image_size, config.image_size, config.channels)))
-    decode(run.decoder, np.zeros((1, config.latent_dim)))
-    # Streamlit collects garbage after every rerun; walking TensorFlow's object
-    # graph each time made a slider rerun 350 ms instead of 60 ms. Freezing
-    # moves everything alive now (TF, the model) out of the collector's sight.
+    run.encode(np.zeros((1, config.image_size, config.image_size, config.channels)))
+    run.decode(np.zeros((1, config.latent_dim)))
+    # Streamlit collects garbage after every rerun: freezing keeps everything alive
+    # now (TensorFlow, the model) out of the collector's walk.
     gc.freeze()
     return run
 
@@ -196,16 +193,16 @@ def _stats_version(run: LoadedRun) -> int:
 
 
 @st.cache_resource(max_entries=8)
-def _latent_stats(path: str, version: int, latent_dim: int) -> dict | None:
+def _latent_stats(path: str, version: int, latent_dim: int) -> LatentStats | None:
     from dogvae.runs import read_latent_stats
 
     stats = read_latent_stats(path)
-    if stats is None or len(stats["mean"]) != latent_dim:
+    if stats is None or stats.latent_dim != latent_dim:
         return None  # none recorded, or another model's copied in by hand
     return stats
 
 
-def latent_stats(run: LoadedRun) -> dict | None:
+def latent_stats(run: LoadedRun) -> LatentStats | None:
     """The run's statistics of its training set's latent codes, or None; cached per file
     version (``python -m dogvae stats`` rewrites the file of a run in place)."""
     return _latent_stats(str(run.info.path), _stats_version(run), run.info.model_config.latent_dim)
@@ -293,10 +290,10 @@ def training_job() -> TrainingJob | None:
     return st.session_state.get(JOB)
 
 
-def show_images(images: np.ndarray, *, cols: int | None = None, scale: int = 2, caption=None):
+def show_images(batch: np.ndarray, *, cols: int | None = None, scale: int = 2, caption=None):
     """A grid of images (N, H, W, C) as one picture, pixels enlarged for the screen."""
-    grid = latent.image_grid(images, cols=cols)
-    st.image(_display(latent.upscale(grid, scale)), caption=caption, output_format="PNG")
+    grid = images.image_grid(batch, cols=cols)
+    st.image(_display(images.upscale(grid, scale)), caption=caption, output_format="PNG")
     return grid
 
 
@@ -304,7 +301,7 @@ def show_image(image: np.ndarray, *, scale: int = 4, caption=None, width: Any = 
     """One image (H, W, C) enlarged for the screen."""
     # PNG: the default JPEG blurs the edges of enlarged pixels.
     st.image(
-        _display(latent.upscale(latent.to_uint8(image), scale)),
+        _display(images.upscale(images.to_uint8(image), scale)),
         caption=caption,
         width=width,
         output_format="PNG",
@@ -320,8 +317,44 @@ GIF_SIDE = 256  # GIF frames are enlarged to about this many pixels a side
 def gif_bytes(frames: np.ndarray, image_size: int) -> bytes:
     """Frames (n, H, W, C) enlarged to about GIF_SIDE pixels, forwards then back, as a GIF."""
     scale = max(1, GIF_SIDE // image_size)
-    enlarged = [latent.upscale(latent.to_uint8(frame), scale) for frame in frames]
-    return latent.gif_bytes(enlarged, bounce=True)
+    enlarged = [images.upscale(images.to_uint8(frame), scale) for frame in frames]
+    return images.gif_bytes(enlarged, bounce=True)
+
+
+def download_png(
+    image: np.ndarray | bytes, file_name: str, *, key: str, label: str = "Download PNG"
+) -> None:
+    """A button that downloads an image (or ready PNG bytes) as a PNG, without a rerun."""
+    data = image if isinstance(image, bytes) else images.png_bytes(image)
+    st.download_button(
+        label, data, file_name=file_name, mime="image/png", on_click="ignore", key=key
+    )
+
+
+def download_gif(frames: np.ndarray, image_size: int, file_name: str, *, key: str) -> None:
+    """A button that downloads frames as an animated GIF (see ``gif_bytes``), without a rerun."""
+    st.download_button(
+        "Download GIF",
+        # Made only when clicked: encoding the enlarged frames is slow.
+        functools.partial(gif_bytes, frames, image_size),
+        file_name=file_name,
+        mime="image/gif",
+        on_click="ignore",
+        key=key,
+    )
+
+
+def decode_photo(upload: Any, config: ModelConfig) -> np.ndarray | None:
+    """An uploaded photo as the model sees it, or None with the reason shown."""
+    from dogvae.data import decode_image
+
+    try:
+        return decode_image(upload.getvalue(), config.image_size, config.channels)
+    except ValueError as error:
+        st.error(
+            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
+        )
+        return None
 
 
 def _display(image: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ import streamlit as st
 
 from dogvae import ui
 from dogvae.config import IMAGE_SIZES, DataConfig
-from dogvae.data import Dataset, list_sources, load_dataset
+from dogvae.data import Dataset, Upload, list_sources, load_dataset
 
 st.title("Data")
 st.write(
@@ -32,7 +31,7 @@ data_config = DataConfig(
 )
 
 
-def load(source: Path, shown_as: str, **options) -> None:
+def load(source: Path | Upload, shown_as: str, **options) -> None:
     """Load a dataset into the session, keeping the previous one if this fails."""
     bar = st.progress(0.0, text="Reading images…")
 
@@ -62,14 +61,9 @@ with upload_tab:
     if uploaded is not None:
         key = (uploaded.file_id, data_config)
         if st.session_state.get("loaded_upload") != key:
-            suffix = Path(uploaded.name).suffix.lower()
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / f"upload{suffix}"
-                path.write_bytes(uploaded.getvalue())
-                if suffix == ".csv":
-                    load(path, uploaded.name, base_dir=ui.data_dir(), allowed_root=ui.data_dir())
-                else:
-                    load(path, uploaded.name)
+            # Handed over as it arrived (never written to disk); a ZIP ignores base_dir.
+            upload = Upload(uploaded.name, uploaded)
+            load(upload, uploaded.name, base_dir=ui.data_dir(), allowed_root=ui.data_dir())
             st.session_state["loaded_upload"] = key
 
 with server_tab:
@@ -111,6 +105,8 @@ else:
         f"**Split:** {report.train:,} training and {report.validation:,} validation images "
         f"({report.split})."
     )
+if report.encoding_note():
+    st.write(f"**Text encoding:** {report.encoding_note()}.")
 if report.unreadable:
     st.write("**Unreadable images** (left out):")
     st.dataframe(

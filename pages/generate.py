@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 
@@ -10,23 +9,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dogvae import latent, runs, ui
-from dogvae.data import decode_image
+from dogvae import images, samplers, ui
 
 SLIDER_LIMIT = 3.0
 SLIDER_STEP = 0.05
 SEED_KEY = "generate-seed"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 RANDOM_ROWS = 3  # random points in the traversal, below the slider point
 MAP_SIZE = 12  # the latent map decodes MAP_SIZE x MAP_SIZE points
 
 ui.sidebar()
 st.title("Generate")
 run = ui.require_model()
-
-# After require_model, so that without a model the page does not wait for TensorFlow.
-from dogvae.model import decode, encode  # noqa: E402
-
 config = run.info.model_config
 latent_dim = config.latent_dim
 image_shape = (config.image_size, config.image_size, config.channels)
@@ -68,9 +61,9 @@ def slider_point(values: np.ndarray) -> np.ndarray:
     return basis.to_point(values, st.session_state.get(residual_key))
 
 
-def show_grid(images: np.ndarray, cols: int, caption: str | None = None) -> np.ndarray:
+def show_grid(batch: np.ndarray, cols: int, caption: str | None = None) -> np.ndarray:
     """A grid of images, enlarged twice when that still fits the page."""
-    grid = latent.image_grid(images, cols=cols)
+    grid = images.image_grid(batch, cols=cols)
     scale = 2 if config.image_size <= 64 and 2 * grid.shape[1] <= ui.MAX_IMAGE_WIDTH else 1
     ui.show_image(grid, scale=scale, caption=caption)
     return grid
@@ -90,8 +83,8 @@ def nearest_training_images(samples: np.ndarray) -> None:
     if len(pool) == 0:
         st.info("The loaded dataset has no training images to compare the samples with.")
         return
-    indices, distances = latent.nearest_images(samples, pool)
-    pairs = np.stack([latent.to_uint8(samples), pool[indices]], axis=1).reshape(-1, *image_shape)
+    indices, distances = images.nearest_images(samples, pool)
+    pairs = np.stack([images.to_uint8(samples), pool[indices]], axis=1).reshape(-1, *image_shape)
     show_grid(pairs, cols=2 * math.ceil(math.sqrt(len(samples))))
     st.caption(
         "Each sample (left) next to its nearest training image (right), by pixel distance. "
@@ -102,7 +95,7 @@ def nearest_training_images(samples: np.ndarray) -> None:
 
 def encode_photo(file_id: str, image: np.ndarray) -> None:
     """Put the photo's point on the sliders and keep what they cannot show as the residual."""
-    z_mean = encode(run.encoder, image[None])[0][0]
+    z_mean = run.encode(image[None])[0][0]
     values, _ = basis.from_point(z_mean)
     set_sliders(np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
     # The residual also takes up the sliders' rounding (and clipping), so that
@@ -111,7 +104,7 @@ def encode_photo(file_id: str, image: np.ndarray) -> None:
     st.session_state[photo_key] = {
         "file_id": file_id,
         "image": image,
-        "reconstruction": decode(run.decoder, z_mean)[0],
+        "reconstruction": run.decode(z_mean)[0],
     }
 
 
@@ -119,7 +112,7 @@ def uploaded_photo() -> dict | None:
     """The photo in the uploader, put on the sliders when it is new; None without a usable one."""
     uploaded = st.file_uploader(
         "Encode your photo",
-        type=UPLOAD_TYPES,
+        type=ui.PHOTO_TYPES,
         key=f"generate-{run.info.name}-upload",
         max_upload_size=ui.PHOTO_UPLOAD_MB,
         help="The sliders jump to the photo's point in latent space; move them to edit it.",
@@ -130,12 +123,8 @@ def uploaded_photo() -> dict | None:
     # Once per upload: later reruns must not undo the user's slider moves.
     if photo is not None and photo["file_id"] == uploaded.file_id:
         return photo
-    try:
-        image = decode_image(uploaded.getvalue(), config.image_size, config.channels)
-    except ValueError as error:
-        st.error(
-            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
-        )
+    image = ui.decode_photo(uploaded, config)
+    if image is None:
         return None
     encode_photo(uploaded.file_id, image)
     return st.session_state[photo_key]
@@ -156,18 +145,21 @@ def traversal_points(axis: int, steps: int, limit: float, seed: int) -> np.ndarr
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def latent_map_png(_decoder, path: str, modified: float) -> bytes:
+def latent_map_png(_run, path: str, modified: float) -> bytes:
     """Decoded images over [-3, 3]^2 as one PNG: z1 along columns, +z2 at the top; per run."""
     values = np.linspace(-SLIDER_LIMIT, SLIDER_LIMIT, MAP_SIZE)
     points = np.array([(z1, z2) for z2 in values[::-1] for z1 in values], np.float32)
-    return latent.png_bytes(latent.image_grid(decode(_decoder, points), cols=MAP_SIZE))
+    return images.png_bytes(images.image_grid(_run.decode(points), cols=MAP_SIZE))
 
 
-SAMPLERS = {
-    "near": "variations of training dogs",
-    "data": "new dogs like the training set",
-    "prior": "from the prior N(0, I)",
-}
+def sampler_label(name: str) -> str:
+    return samplers.SAMPLERS[name].label
+
+
+SAMPLER_HELP = " ".join(
+    f"{sampler.label[0].upper()}{sampler.label[1:]}: {sampler.explanation}"
+    for sampler in samplers.SAMPLERS.values()
+)
 
 
 @st.fragment
@@ -182,21 +174,16 @@ def sampled_dogs() -> None:
     sampler_column, temperature_column = st.columns([3, 3], vertical_alignment="bottom")
     sampler = sampler_column.radio(
         "Draw the latent points",
-        latent.samplers_for(stats),
-        format_func=SAMPLERS.get,
+        samplers.samplers_for(stats),
+        format_func=sampler_label,
         horizontal=True,
         key=f"generate-{run.info.name}-sampler",
-        help="Variations of training dogs: each point is drawn from the posterior of one "
-        "training photo (the aggregate posterior, what the decoder was trained on), so the "
-        "images look most like dogs and stay close to real photos. New dogs like the training "
-        "set: from one Gaussian with the mean and covariance of the training set's latent "
-        "codes, which also lands between the dogs. The prior is what the VAE was trained "
-        "towards (and what the original script sampled).",
+        help=SAMPLER_HELP,
     )
     temperature = temperature_column.slider(
         "Temperature",
         0.0,
-        latent.MAX_TEMPERATURE,
+        samplers.MAX_TEMPERATURE,
         1.0,
         step=0.05,
         key="generate-temperature",
@@ -204,16 +191,11 @@ def sampled_dogs() -> None:
         help="The spread of the draws: lower gives plainer, more typical dogs.",
     )
 
-    z, _ = latent.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
-    images = decode(run.decoder, z)
-    grid = ui.show_images(images, scale=2)
-    st.download_button(
-        "Download PNG",
-        latent.png_bytes(grid),
-        file_name=f"{run.info.name}-samples-{sampler}-seed{seed}.png",
-        mime="image/png",
-        on_click="ignore",
-        key="generate-grid-download",
+    z, _ = samplers.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
+    decoded = run.decode(z)
+    grid = ui.show_images(decoded, scale=2)
+    ui.download_png(
+        grid, f"{run.info.name}-samples-{sampler}-seed{seed}.png", key="generate-grid-download"
     )
     if st.toggle(
         "Show the nearest training image",
@@ -221,7 +203,7 @@ def sampled_dogs() -> None:
         persist_state="session",
         help="The memorisation check: a sample that is nearly a training photo was copied.",
     ):
-        nearest_training_images(images)
+        nearest_training_images(decoded)
 
 
 @st.fragment
@@ -265,7 +247,7 @@ def latent_sliders() -> None:
             for label, key in zip(basis.labels, slider_keys, strict=True)
         ]
 
-    image = decode(run.decoder, slider_point(np.array(values)))[0]
+    image = run.decode(slider_point(np.array(values)))[0]
     with image_column:
         ui.show_image(image, scale=4)
         with st.container(horizontal=True):
@@ -275,14 +257,7 @@ def latent_sliders() -> None:
                 help="Each slider from a standard normal, clipped to ±3",
             )
             st.button("Reset", on_click=reset)
-            st.download_button(
-                "Download PNG",
-                latent.png_bytes(image),
-                file_name=f"{run.info.name}-point.png",
-                mime="image/png",
-                on_click="ignore",
-                key="generate-point-download",
-            )
+            ui.download_png(image, f"{run.info.name}-point.png", key="generate-point-download")
 
 
 @st.fragment
@@ -317,30 +292,18 @@ def traversal() -> None:
     )
 
     axis = basis.labels.index(label)
-    images = decode(run.decoder, traversal_points(axis, steps, limit, seed))
+    frames = run.decode(traversal_points(axis, steps, limit, seed))
     grid = show_grid(
-        images,
+        frames,
         cols=steps,
         caption=f"Top row: the slider point; below: {RANDOM_ROWS} random points (seed {seed}). "
         f"{label} from -{limit:g} (left) to +{limit:g} (right).",
     )
     with st.container(horizontal=True):
-        st.download_button(
-            "Download PNG",
-            latent.png_bytes(grid),
-            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.png",
-            mime="image/png",
-            on_click="ignore",
-            key="generate-traversal-download",
-        )
-        st.download_button(
-            "Download GIF",
-            # Made only when clicked: encoding the enlarged frames is slow.
-            functools.partial(ui.gif_bytes, images[:steps], config.image_size),
-            file_name=f"{run.info.name}-traversal-{label.replace(' ', '')}.gif",
-            mime="image/gif",
-            on_click="ignore",
-            key="generate-traversal-gif-download",
+        name = f"{run.info.name}-traversal-{label.replace(' ', '')}"
+        ui.download_png(grid, f"{name}.png", key="generate-traversal-download")
+        ui.download_gif(
+            frames[:steps], config.image_size, f"{name}.gif", key="generate-traversal-gif-download"
         )
 
 
@@ -349,25 +312,18 @@ def latent_map() -> None:
     st.header("Latent map")
     # Cached as PNG: 144 decodes and a large PNG are too slow to redo on every full rerun.
     modified = (run.info.path / "config.json").stat().st_mtime
-    png = latent_map_png(run.decoder, str(run.info.path), modified)
+    png = latent_map_png(run, str(run.info.path), modified)
     st.image(png, caption="z1 from -3 (left) to +3 (right), z2 from +3 (top) to -3 (bottom)")
-    st.download_button(
-        "Download PNG",
-        png,
-        file_name=f"{run.info.name}-latent-map.png",
-        mime="image/png",
-        on_click="ignore",
-        key="generate-map-download",
-    )
+    ui.download_png(png, f"{run.info.name}-latent-map.png", key="generate-map-download")
 
-    stats = runs.read_latent_stats(run.info.path)
+    stats = ui.latent_stats(run)
     if stats is None:
         st.caption(
             "This run has no statistics of its training set's latent codes (it was saved "
             "before they were recorded), so there is no scatter of the training dogs."
         )
         return
-    training = pd.DataFrame(stats["points"], columns=["z1", "z2"])
+    training = pd.DataFrame(stats.points, columns=["z1", "z2"])
     point = slider_point(slider_values())
     current = pd.DataFrame({"z1": [point[0]], "z2": [point[1]]})
     training = training.assign(series="training dogs", size=20)

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import streamlit as st
 
-from dogvae import latent, ui
-from dogvae.data import decode_image
+from dogvae import images, latent, samplers, ui
 
 RANDOM = "Random point"
 DATASET = "Dataset image"
 UPLOAD = "Uploaded photo"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
-# A random end is drawn with the run's most dog-like sampler (latent.draw_latents "auto").
-RANDOM_POINT_HELP = {
-    "near": "A random point from the posterior of a random training dog (as Generate draws "
-    "its variations of training dogs)",
-    "data": "A random point drawn like the training dogs (as Generate draws new dogs)",
-    "prior": "A random point from the prior N(0, I)",
-}
 
 ui.sidebar()
 st.title("Interpolate")
 run = ui.require_model()
-
-# After require_model, so that without a model the page does not wait for TensorFlow.
-from dogvae.model import decode, encode  # noqa: E402
-
 config = run.info.model_config
 image_shape = (config.image_size, config.image_size, config.channels)
 colour = "grayscale" if config.channels == 1 else "RGB"
@@ -56,29 +41,25 @@ def dataset_point(side: str) -> np.ndarray | None:
     )
     image = dataset.images[index]
     ui.show_image(image, scale=2, caption=f"Dataset image {index}")
-    return encode(run.encoder, image[None])[0][0]
+    return run.encode(image[None])[0][0]
 
 
 def uploaded_point(side: str) -> np.ndarray | None:
     """The encoder's mean for an uploaded photo, or None with the reason shown."""
     upload = st.file_uploader(
         "Photo",
-        type=UPLOAD_TYPES,
+        type=ui.PHOTO_TYPES,
         key=f"interpolate-{side.lower()}-upload",
         max_upload_size=ui.PHOTO_UPLOAD_MB,
     )
     if upload is None:
         st.info(f"Upload a photo of a dog to use it as the {side.lower()}.")
         return None
-    try:
-        image = decode_image(upload.getvalue(), config.image_size, config.channels)
-    except ValueError as error:
-        st.error(
-            f"That file is not a usable image: {error}. Upload a JPEG, PNG, WebP or BMP photo."
-        )
+    image = ui.decode_photo(upload, config)
+    if image is None:
         return None
     ui.show_image(image, scale=2, caption=upload.name)
-    return encode(run.encoder, image[None])[0][0]
+    return run.encode(image[None])[0][0]
 
 
 def endpoint(side: str, default_seed: int) -> np.ndarray | None:
@@ -97,16 +78,18 @@ def endpoint(side: str, default_seed: int) -> np.ndarray | None:
     if source == UPLOAD:
         return uploaded_point(side)
     stats = ui.latent_stats(run)
+    # A random end is drawn with the run's most dog-like sampler, as Generate draws by default.
+    sampler = samplers.SAMPLERS[samplers.samplers_for(stats)[0]]
     seed = st.number_input(
         "Seed",
         min_value=0,
         value=default_seed,
         key=f"interpolate-{side.lower()}-seed",
         persist_state="session",
-        help=RANDOM_POINT_HELP[latent.samplers_for(stats)[0]],
+        help=f"A random point drawn from {sampler.source}, as Generate draws {sampler.label}",
     )
-    point = latent.draw_latents(1, config.latent_dim, stats, "auto", seed)[0][0]
-    ui.show_image(decode(run.decoder, point)[0], scale=2, caption=f"Seed {seed}")
+    point = samplers.draw_latents(1, config.latent_dim, stats, samplers.AUTO, seed)[0][0]
+    ui.show_image(run.decode(point)[0], scale=2, caption=f"Seed {seed}")
     return point
 
 
@@ -127,7 +110,7 @@ steps_column, method_column = st.columns(2)
 steps = steps_column.slider("Steps", 2, 32, 8, key="interpolate-steps", persist_state="session")
 method = method_column.radio(
     "Method",
-    ["slerp", "linear"],
+    latent.METHODS,
     horizontal=True,
     key="interpolate-method",
     persist_state="session",
@@ -139,27 +122,15 @@ method = method_column.radio(
 if start is None or end is None:
     st.info("Choose both ends above to see the interpolation.")
 else:
-    frames = decode(run.decoder, latent.interpolate(start, end, steps, method))
-    strip = latent.image_strip(frames)
+    frames = run.decode(latent.interpolate(start, end, steps, method))
+    strip = images.image_strip(frames)
     strip_scale = 2 if config.image_size <= 64 and 2 * strip.shape[1] <= ui.MAX_IMAGE_WIDTH else 1
     ui.show_image(strip, scale=strip_scale, caption=f"{steps} steps, {method}")
     frame_viewer(frames)
 
     with st.container(horizontal=True):
-        st.download_button(
-            "Download PNG strip",
-            latent.png_bytes(strip),
-            file_name=f"{run.info.name}-interpolation.png",
-            mime="image/png",
-            on_click="ignore",
-            key="interpolate-png-download",
+        name = f"{run.info.name}-interpolation"
+        ui.download_png(
+            strip, f"{name}.png", key="interpolate-png-download", label="Download PNG strip"
         )
-        st.download_button(
-            "Download GIF",
-            # Made only when clicked: encoding all the frames is the slow part of the page.
-            functools.partial(ui.gif_bytes, frames, config.image_size),
-            file_name=f"{run.info.name}-interpolation.gif",
-            mime="image/gif",
-            on_click="ignore",
-            key="interpolate-gif-download",
-        )
+        ui.download_gif(frames, config.image_size, f"{name}.gif", key="interpolate-gif-download")

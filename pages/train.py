@@ -18,6 +18,7 @@ from dogvae.config import (
     MAX_LATENT_DIM,
     PRESETS,
     DataConfig,
+    from_preset,
 )
 from dogvae.training import TrainingJob
 
@@ -52,11 +53,10 @@ def start_weights(model_config) -> tuple[tuple[list, list], dict]:
 
 def start(dataset, preset_name, settings: dict, run_name: str):
     """Validate the form and start a background TrainingJob, or say what is wrong."""
-    preset = PRESETS[preset_name]
-    model_config = replace(preset.model, latent_dim=int(settings["latent_dim"]))
     budget = float(settings["budget_minutes"])
-    train_config = replace(
-        preset.train,
+    model_config, train_config = from_preset(
+        preset_name,
+        latent_dim=int(settings["latent_dim"]),
         epochs=int(settings["epochs"]),
         batch_size=int(settings["batch_size"]),
         learning_rate=float(settings["learning_rate"]),
@@ -64,8 +64,6 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         kl_warmup_epochs=int(settings["kl_warmup_epochs"]),
         budget_minutes=budget if budget > 0 else None,
     )
-    model_config.validate()
-    train_config.validate()
     report = dataset.report
     if (report.image_size, report.channels) != (model_config.image_size, model_config.channels):
         raise ValueError(

@@ -62,9 +62,9 @@ export default function ({ parentElement }) {
 @st.cache_resource
 def load(run_dir: str):
     """The run, its slider basis and its decoder served to the browser."""
-    from dogvae import latent, runs
+    from dogvae import latent, loaded_run, runs
 
-    run = runs.load_run(run_dir)
+    run = loaded_run.load_run(run_dir)
     basis = latent.slider_basis(run.info.model_config.latent_dim, runs.read_latent_stats(run_dir))
     decoder = cached_browser_decoder(run.decoder, run.info.model_config, CACHE)
     return run, basis, decoder

@@ -51,7 +51,7 @@ def test_the_first_page_starts_the_warm_up_even_though_it_stops_early(app_dirs, 
 def test_the_warm_up_loads_the_default_run_for_the_first_page_that_needs_it(
     runs_folder, monkeypatch
 ):
-    from dogvae import runs, ui
+    from dogvae import loaded_run, ui
     from dogvae.config import ModelConfig
     from dogvae.model import build_decoder, build_encoder
     from tests.conftest import save_test_run
@@ -62,8 +62,8 @@ def test_the_warm_up_loads_the_default_run_for_the_first_page_that_needs_it(
     monkeypatch.setenv("DOGVAE_DEFAULT_RUN", str(run_dir))
     ui._load_run.clear()
     loads = []
-    real_load = runs.load_run
-    monkeypatch.setattr(runs, "load_run", lambda path: loads.append(path) or real_load(path))
+    real_load = loaded_run.load_run
+    monkeypatch.setattr(loaded_run, "load_run", lambda path: loads.append(path) or real_load(path))
     ui.warm_up_work()
     assert loads == [str(run_dir.resolve())]
     app = open_app("generate")  # the page finds the model loaded
@@ -160,3 +160,54 @@ def test_rgb_setting_loads_three_channels(data_dir_with_dogs):
     app.file_uploader[0].upload("dogs.csv", (data_dir_with_dogs / "dogs.csv").read_bytes())
     app.run()
     assert app.session_state["dataset"].images.shape[-1] == 3
+
+
+def test_a_csv_from_a_windows_spreadsheet_loads_and_the_page_names_its_encoding(
+    data_dir_with_dogs,
+):
+    make_png(data_dir_with_dogs / "images" / "chien_été.png")
+    app = open_app()
+    app.file_uploader[0].upload("dogs.csv", (data_dir_with_dogs / "dogs.csv").read_bytes())
+    app.run()
+    assert not any("Text encoding" in md.value for md in app.markdown)  # UTF-8: no line
+    windows = "filepaths,labels\nimages/chien_été.png,bichon frisé\n".encode("cp1252")
+    app.file_uploader[0].set_value(("chiens.csv", windows, "text/csv"))
+    app.run()
+    assert not app.exception
+    assert metrics(app)["Readable images"] == "1"
+    lines = [md.value for md in app.markdown if "Text encoding" in md.value]
+    assert lines == ["**Text encoding:** the CSV was read as cp1252, not UTF-8."]
+    assert app.session_state["dataset"].table["labels"][0] == "bichon frisé"
+
+
+def test_the_same_zip_or_csv_uploaded_again_comes_from_the_cache(
+    data_dir_with_dogs, tmp_path, monkeypatch
+):
+    from dogvae.data import decode, limits
+
+    monkeypatch.setenv("DOGVAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(limits, "CACHE_SETTLE_SECONDS", 0.0)  # the dogs were written just now
+    decoded = []
+    real_decode = decode.decode_image
+    monkeypatch.setattr(
+        decode, "decode_image", lambda *args, **kw: decoded.append(1) or real_decode(*args, **kw)
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((data_dir_with_dogs / "images").rglob("*.*")):
+            archive.write(path, path.relative_to(data_dir_with_dogs).as_posix())
+    uploads = {
+        "dogs.zip": buffer.getvalue(),
+        "dogs.csv": (data_dir_with_dogs / "dogs.csv").read_bytes(),
+    }
+    for name, content in uploads.items():
+        counts = []
+        for _ in range(2):  # a new session each time: the user uploads the same file again
+            app = open_app()
+            app.file_uploader[0].upload(name, content)
+            app.run()
+            assert not app.exception
+            assert metrics(app)["Readable images"] == "12"
+            counts.append(len(decoded))
+            decoded.clear()
+        assert counts == [12, 0], name

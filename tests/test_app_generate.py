@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ from PIL import Image
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
-from dogvae import latent, runs
+from dogvae import images, latent, runs, samplers
 from dogvae.data import Dataset, DatasetReport, decode_image
+from dogvae.latent_stats import LatentStats
 
 APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/generate.py"
@@ -52,7 +54,7 @@ def vivid_decoder(config):
     return decoder
 
 
-def latent_stats(latent_dim: int) -> dict[str, np.ndarray]:
+def latent_stats(latent_dim: int) -> LatentStats:
     """Statistics of made-up latent codes: means centred on 0.5, a different spread along
     each axis; log-variances from -4 to 0."""
     rng = np.random.default_rng(0)
@@ -116,8 +118,7 @@ def older_run(tiny_run) -> Path:
     """The "tiny" run with the latent statistics of runs saved before the "near" sampler:
     no log-variances of its training codes."""
     stats = runs.read_latent_stats(tiny_run)
-    del stats[runs.POINT_LOG_VARS]
-    runs.write_latent_stats(tiny_run, stats)
+    runs.write_latent_stats(tiny_run, replace(stats, point_log_vars=None))
     return tiny_run
 
 
@@ -191,7 +192,7 @@ def decoded_png(decoder, point: np.ndarray) -> np.ndarray:
     """What the point download holds for ``point``: the decoded image as uint8 (H, W)."""
     from dogvae.model import decode
 
-    return latent.to_uint8(decode(decoder, point)[0])[..., 0]
+    return images.to_uint8(decode(decoder, point)[0])[..., 0]
 
 
 def png_file(image: np.ndarray) -> bytes:
@@ -259,17 +260,17 @@ def test_samples_are_variations_of_training_dogs_new_dogs_or_from_the_prior(
 
     def shows(z) -> bool:
         """Whether the page's grid (enlarged twice) is exactly these points, decoded."""
-        expected = latent.image_grid(decode(decoder, z))[..., 0]
+        expected = images.image_grid(decode(decoder, z))[..., 0]
         return np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected)
 
     stats = latent_stats(2)
-    assert shows(latent.sample_near_data(16, stats, 0))
+    assert shows(samplers.sample_near_data(16, stats, 0))
     run(at.slider(key="generate-temperature").set_value(0.5))
-    assert shows(latent.sample_near_data(16, stats, 0, temperature=0.5))
+    assert shows(samplers.sample_near_data(16, stats, 0, temperature=0.5))
     run(at.radio(key="generate-tiny-sampler").set_value("data"))
-    assert shows(latent.sample_like_data(16, stats, 0, temperature=0.5))
+    assert shows(samplers.sample_like_data(16, stats, 0, temperature=0.5))
     run(at.radio(key="generate-tiny-sampler").set_value("prior"))
-    assert shows(latent.sample_latents(16, 2, 0, temperature=0.5))
+    assert shows(samplers.sample_latents(16, 2, 0, temperature=0.5))
     _, file_name = media[at.download_button(key="generate-grid-download").proto.url]
     assert file_name == "tiny-samples-prior-seed0.png"
 
@@ -281,8 +282,8 @@ def test_a_run_without_its_codes_log_variances_offers_new_dogs_first(older_run, 
     sampler = at.radio(key="generate-tiny-sampler")
     assert sampler.value == "data"
     assert sampler.options == ["new dogs like the training set", "from the prior N(0, I)"]
-    expected = latent.image_grid(
-        decode(models["tiny"][1], latent.sample_like_data(16, latent_stats(2), 0))
+    expected = images.image_grid(
+        decode(models["tiny"][1], samplers.sample_like_data(16, latent_stats(2), 0))
     )
     assert np.array_equal(pixels(media, image_urls(at)[0])[::2, ::2], expected[..., 0])
 
@@ -471,8 +472,8 @@ def test_memorisation_check_pairs_samples_with_their_nearest_training_images(
     # A training set holding an exact copy of the first sample, among noise.
     from dogvae.model import decode
 
-    drawn = latent.sample_near_data(16, latent_stats(2), 0)  # the page's default draw
-    first = latent.to_uint8(decode(models["tiny"][1], drawn)[:1])
+    drawn = samplers.sample_near_data(16, latent_stats(2), 0)  # the page's default draw
+    first = images.to_uint8(decode(models["tiny"][1], drawn)[:1])
     noise = np.random.default_rng(0).integers(0, 256, (5, SIDE, SIDE, 1), dtype=np.uint8)
     at.session_state["dataset"] = make_dataset(np.concatenate([noise, first]))
     run(at)

@@ -28,7 +28,7 @@ from dogvae.data import Dataset, DatasetReport
 APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/interpolate.py"
 SIDE = 64  # ModelConfig's default image size
-PAD = 2  # latent.image_strip's default border
+PAD = 2  # images.image_strip's default border
 
 
 def vivid_decoder(config):
@@ -125,7 +125,7 @@ def test_without_a_model_the_page_says_so(runs_folder):
 def test_random_ends_are_drawn_like_the_training_dogs_when_the_run_knows_them(
     runs_folder, media, with_log_vars
 ):
-    from dogvae import latent
+    from dogvae import images, latent, samplers
     from dogvae.config import ModelConfig
     from dogvae.model import build_encoder, decode
 
@@ -138,10 +138,10 @@ def test_random_ends_are_drawn_like_the_training_dogs_when_the_run_knows_them(
     save_test_run(runs_folder / "known", build_encoder(ModelConfig()), decoder, latent_stats=stats)
     at = interpolate_page()
     shown = pixels(media, image_url(at, "Seed 1"))[::2, ::2]
-    sample = latent.sample_near_data if with_log_vars else latent.sample_like_data
-    expected = latent.to_uint8(decode(decoder, sample(1, stats, 1)))[0, ..., 0]
+    sample = samplers.sample_near_data if with_log_vars else samplers.sample_like_data
+    expected = images.to_uint8(decode(decoder, sample(1, stats, 1)))[0, ..., 0]
     assert np.array_equal(shown, expected)
-    from_prior = latent.to_uint8(decode(decoder, latent.sample_latents(1, 2, 1)))[0, ..., 0]
+    from_prior = images.to_uint8(decode(decoder, samplers.sample_latents(1, 2, 1)))[0, ..., 0]
     assert not np.array_equal(shown, from_prior)
 
 
@@ -153,7 +153,7 @@ def test_strip_frames_and_downloads_follow_the_steps(tiny_run, media):
     at.slider(key="interpolate-steps").set_value(5).run()
     assert not at.exception
     assert at.slider(key="interpolate-frame").max == 5
-    # latent.image_strip: 5 images in a row with 2-pixel borders, enlarged twice.
+    # images.image_strip: 5 images in a row with 2-pixel borders, enlarged twice.
     strip = pixels(media, image_url(at, "5 steps, slerp"))
     assert strip.shape[:2] == (2 * (SIDE + 2 * PAD), 2 * (5 * SIDE + 6 * PAD))
 

@@ -49,7 +49,7 @@ def json_output(out: subprocess.CompletedProcess) -> dict:
 
 def settled_csv(folder: Path, count: int) -> Path:
     """A CSV of ``count`` small readable images, old enough for dogvae to cache them."""
-    from dogvae import data
+    from dogvae.data import limits
 
     images = write_dogs(folder / "images", count)
     path = folder / "dogs.csv"
@@ -59,7 +59,7 @@ def settled_csv(folder: Path, count: int) -> Path:
         for index, image in enumerate(images):
             split = "valid" if index % 8 == 0 else "train"
             writer.writerow([image.relative_to(folder).as_posix(), image.parent.name, split])
-    time.sleep(data.CACHE_SETTLE_SECONDS + 0.2)
+    time.sleep(limits.CACHE_SETTLE_SECONDS + 0.2)
     return path
 
 

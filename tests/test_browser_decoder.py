@@ -93,9 +93,9 @@ class Server:
     """The server's side of the parity: the run's decoder and slider basis, in this process."""
 
     def __init__(self, run_dir: Path) -> None:
-        from dogvae import latent, runs
+        from dogvae import latent, loaded_run, runs
 
-        self.run = runs.load_run(run_dir)
+        self.run = loaded_run.load_run(run_dir)
         latent_dim = self.run.info.model_config.latent_dim
         self.basis = latent.slider_basis(latent_dim, runs.read_latent_stats(run_dir))
 

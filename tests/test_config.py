@@ -9,6 +9,7 @@ from dogvae.config import (
     ModelConfig,
     TrainConfig,
     from_dict,
+    from_preset,
     get_preset,
     to_dict,
 )
@@ -36,34 +37,63 @@ def test_json_round_trip(cls):
 def test_every_preset_validates_and_round_trips():
     for preset in PRESETS.values():
         assert from_dict(ModelConfig, to_dict(preset.model)) == preset.model
-        preset.train.validate()
+        assert from_dict(TrainConfig, to_dict(preset.train)) == preset.train
 
 
 @pytest.mark.parametrize(
-    "config, words",
+    "cls, settings, words",
     [
-        (TrainConfig(epochs=0), "epochs"),
-        (TrainConfig(epochs=1_000_000), "epochs"),
-        (TrainConfig(batch_size=-1), "batch size"),
-        (TrainConfig(batch_size=0), "batch size"),
-        (TrainConfig(learning_rate=float("nan")), "learning rate"),
-        (TrainConfig(learning_rate=0), "learning rate"),
-        (ModelConfig(latent_dim=0), "latent_dim"),
-        (ModelConfig(latent_dim=10_000), "latent_dim"),
-        (ModelConfig(image_size=65), "image_size"),
-        (ModelConfig(channels=2), "channels"),
-        (ModelConfig(image_size=32, conv_filters=(8, 8, 8, 8, 8, 8)), "divisible"),
-        (ModelConfig(conv_filters=(8, 8), decoder_filters=(8,)), "decoder_filters"),
-        (ModelConfig(decoder_filters=(8, 0)), "decoder_filters"),
-        (ModelConfig(activation="tanh"), "activation"),
-        (TrainConfig(lr_schedule="linear"), "lr_schedule"),
-        (DataConfig(limit=0), "limit"),
-        (DataConfig(validation_fraction=1.5), "validation_fraction"),
+        (TrainConfig, {"epochs": 0}, "epochs"),
+        (TrainConfig, {"epochs": 1_000_000}, "epochs"),
+        (TrainConfig, {"batch_size": -1}, "batch size"),
+        (TrainConfig, {"batch_size": 0}, "batch size"),
+        (TrainConfig, {"learning_rate": float("nan")}, "learning rate"),
+        (TrainConfig, {"learning_rate": 0}, "learning rate"),
+        (ModelConfig, {"latent_dim": 0}, "latent_dim"),
+        (ModelConfig, {"latent_dim": 10_000}, "latent_dim"),
+        (ModelConfig, {"image_size": 65}, "image_size"),
+        (ModelConfig, {"channels": 2}, "channels"),
+        (ModelConfig, {"image_size": 32, "conv_filters": (8, 8, 8, 8, 8, 8)}, "divisible"),
+        (ModelConfig, {"conv_filters": (8, 8), "decoder_filters": (8,)}, "decoder_filters"),
+        (ModelConfig, {"decoder_filters": (8, 0)}, "decoder_filters"),
+        (ModelConfig, {"activation": "tanh"}, "activation"),
+        (TrainConfig, {"lr_schedule": "linear"}, "lr_schedule"),
+        (DataConfig, {"limit": 0}, "limit"),
+        (DataConfig, {"validation_fraction": 1.5}, "validation_fraction"),
     ],
 )
-def test_absurd_settings_are_refused_with_the_setting_named(config, words):
+def test_absurd_settings_are_refused_when_the_config_is_made(cls, settings, words):
     with pytest.raises(ValueError, match=words):
-        config.validate()
+        cls(**settings)
+    with pytest.raises(ValueError, match=words):  # a changed copy is checked too
+        replace(cls(), **settings)
+    with pytest.raises(ValueError, match=words):  # and one read back from a run's JSON
+        from_dict(cls, {**to_dict(cls()), **settings})
+
+
+def test_from_preset_applies_overrides_to_the_config_that_has_them():
+    model, train = from_preset("quality", latent_dim=8, epochs=3, flip=False)
+    quality = get_preset("quality")
+    assert model == replace(quality.model, latent_dim=8)
+    assert train == replace(quality.train, epochs=3, flip=False)
+    assert from_preset("seed") == (get_preset("seed").model, get_preset("seed").train)
+    start = replace(get_preset("seed").model, latent_dim=5)
+    model, train = from_preset("quality", model=start, epochs=2)
+    assert model == start and train == replace(quality.train, epochs=2)
+
+
+@pytest.mark.parametrize(
+    "name, settings, words",
+    [
+        ("huge", {}, "unknown preset 'huge'; choose one of: seed"),
+        ("seed", {"epoch": 3}, "unknown settings: epoch"),
+        ("seed", {"latent_dim": 10_000}, "latent_dim"),
+        ("seed", {"learning_rate": 5.0}, "learning rate"),
+    ],
+)
+def test_from_preset_refuses_what_it_cannot_build(name, settings, words):
+    with pytest.raises(ValueError, match=words):
+        from_preset(name, **settings)
 
 
 def test_unknown_preset_lists_the_known_ones():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dogvae import runs
+from dogvae.loaded_run import load_run
 from tests.conftest import SHARED_DOGS_CSV, open_app
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -25,13 +26,13 @@ def test_the_default_run_ships_complete_and_small():
 def test_the_default_run_loads_and_draws_dogs():
     from dogvae.model import decode
 
-    run = runs.load_run(DEFAULT)
+    run = load_run(DEFAULT)
     images = decode(run.decoder, np.random.default_rng(0).normal(size=(8, 64)))
     assert images.shape == (8, 64, 64, 1)
     assert images.std() > 0.05  # not a flat grey: it draws something
     stats = runs.read_latent_stats(DEFAULT)
     assert stats is not None  # PCA sliders for its 64-dim latent
-    assert stats[runs.POINT_LOG_VARS].shape == stats["points"].shape == (2_000, 64)
+    assert stats.point_log_vars.shape == stats.points.shape == (2_000, 64)
 
 
 @pytest.mark.parametrize("page", ["generate", "interpolate"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dogvae.training import is_chief
+from dogvae.training.distribute import is_chief
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dogvae import export, onnx_graph, runs
+from dogvae import export, loaded_run, onnx_graph
 from dogvae.config import PRESETS, ModelConfig
 from dogvae.model import build_decoder, decode
 
@@ -61,7 +61,7 @@ def test_every_preset_decodes_as_in_keras(name: str, tmp_path: Path) -> None:
 
 
 def test_the_default_model_decodes_as_the_app_does(tmp_path: Path) -> None:
-    run = runs.load_run(DEFAULT_RUN)
+    run = loaded_run.load_run(DEFAULT_RUN)
     path = export.export_decoder(run.decoder, run.info.model_config, tmp_path)
     z = latents(16, run.info.model_config.latent_dim, seed=5)
     got = export.run_onnx(path, z)

@@ -96,13 +96,13 @@ def test_a_csv_listing_100000_missing_files_is_reported_not_read(tmp_path):
 
 def test_two_trainings_at_once_both_finish_and_a_third_is_refused(tmp_path):
     from dogvae.training import TrainingJob, TrainingSlots
-    from tests.test_training import TINY, _dataset, blobs
+    from tests.training_helpers import TINY, blobs, in_memory_dataset
 
     slots = TrainingSlots(2)
 
     def job(name, epochs):
         return TrainingJob(
-            dataset=_dataset(blobs(24)),
+            dataset=in_memory_dataset(blobs(24)),
             model_config=TINY,
             train_config=TrainConfig(epochs=epochs, batch_size=8),
             data_config=DataConfig(image_size=32),
@@ -174,7 +174,9 @@ def test_a_process_killed_while_saving_leaves_the_previous_run_intact(tmp_path, 
         child.wait()
     found, problems = runs.list_runs(tmp_path)  # repairs an interrupted swap
     assert [info.name for info in found] == ["run"] and not problems
-    loaded = runs.load_run(tmp_path / "run")
+    from dogvae.loaded_run import load_run
+
+    loaded = load_run(tmp_path / "run")
     np.testing.assert_array_equal(loaded.encoder.get_weights()[0], before)
 
 
@@ -184,11 +186,11 @@ def test_disk_full_while_saving_keeps_the_old_run_and_says_why(tmp_path, monkeyp
 
     from dogvae import runs
     from dogvae.training import TrainingJob
-    from tests.test_training import TINY, _dataset, blobs
+    from tests.training_helpers import TINY, blobs, in_memory_dataset
 
     def job():
         return TrainingJob(
-            dataset=_dataset(blobs(16)),
+            dataset=in_memory_dataset(blobs(16)),
             model_config=TINY,
             train_config=TrainConfig(epochs=1, batch_size=8),
             data_config=DataConfig(image_size=32),

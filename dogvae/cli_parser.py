@@ -1,0 +1,167 @@
+"""What ``python -m dogvae`` accepts: its commands, their options, types and choices.
+
+Only light modules here (the choices come from dogvae.config), so that ``--help``
+answers without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from dogvae.config import CHANNELS, LR_SCHEDULES, PRESETS, SPLITS, STRATEGIES
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, ``minimum`` or more."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            at_least = f"at least {minimum}" if minimum else "0 or more"
+            raise argparse.ArgumentTypeError(f"must be {at_least}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m dogvae",
+        description="A convolutional VAE for dog photos: check data, train, generate, interpolate.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    report = commands.add_parser("report", help="check a dataset and print its report as JSON")
+    report.add_argument(
+        "data", help="a CSV with a 'filepaths' column, a ZIP of images, or a folder"
+    )
+    _data_options(report)
+
+    train = commands.add_parser("train", help="train a VAE and save a run folder")
+    train.add_argument("data", help="a CSV with a 'filepaths' column, a ZIP of images, or a folder")
+    train.add_argument("--out", required=True, help="run folder to write (e.g. runs/demo)")
+    train.add_argument(
+        "--preset",
+        default="seed",
+        help=f"architecture and defaults: {', '.join(PRESETS)} (default: seed)",
+    )
+    train.add_argument("--epochs", type=_positive_int, help="passes over the data")
+    train.add_argument("--batch-size", type=_positive_int, help="images per step")
+    train.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
+    train.add_argument("--learning-rate", type=_number, help="Adam's learning rate")
+    train.add_argument("--kl-warmup", type=_non_negative_int, help="epochs of KL warm-up")
+    train.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="constant, or cosine down to 1%% of the rate by the last epoch or the budget",
+    )
+    train.add_argument(
+        "--budget-minutes", type=_number, help="stop and save after this much training time"
+    )
+    train.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="mirror training images left to right at random (default: the preset's)",
+    )
+    train.add_argument(
+        "--shift",
+        type=_non_negative_int,
+        help="move training images by up to this many pixels at random (default: the preset's)",
+    )
+    train.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    train.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    train.add_argument("--data-root", help="folder that image paths must stay inside")
+    train.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from this run's weights (same architecture) instead of from scratch",
+    )
+    train.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="default",
+        help="one device; all local GPUs; or several machines via TF_CONFIG (see README)",
+    )
+
+    from dogvae.latent import METHODS
+    from dogvae.samplers import AUTO, SAMPLER_CHOICES, SAMPLERS
+
+    generate = commands.add_parser("generate", help="write a grid of sampled dogs")
+    generate.add_argument("run", help="a run folder written by train")
+    generate.add_argument("--out", required=True, help="output .png")
+    generate.add_argument("--n", type=_positive_int, default=16, help="images (default 16)")
+    generate.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    generate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels N times")
+    generate.add_argument(
+        "--sampler",
+        choices=SAMPLER_CHOICES,
+        default=AUTO,
+        help="; ".join(f"{sampler.name}: {sampler.source}" for sampler in SAMPLERS.values())
+        + f"; {AUTO} (default): {', else '.join(SAMPLERS)}, as far as the run recorded its "
+        "training codes",
+    )
+    generate.add_argument(
+        "--temperature", type=_number, default=1.0, help="spread of the samples (default 1)"
+    )
+
+    interpolate = commands.add_parser(
+        "interpolate", help="write a strip (.png) or animation (.gif) between two points"
+    )
+    interpolate.add_argument("run", help="a run folder written by train")
+    interpolate.add_argument("--out", required=True, help="output .png (strip) or .gif")
+    interpolate.add_argument("--from", dest="source", help="image to start from (encoded)")
+    interpolate.add_argument("--to", dest="target", help="image to end at (encoded)")
+    interpolate.add_argument("--steps", type=_positive_int, default=8, help="frames (default 8)")
+    interpolate.add_argument("--method", choices=METHODS, default=METHODS[0])
+    interpolate.add_argument("--seed", type=_non_negative_int, default=0, help="for random ends")
+    interpolate.add_argument("--scale", type=_positive_int, default=1, help="enlarge pixels")
+
+    evaluate = commands.add_parser("evaluate", help="mean per-image loss of a run on a dataset")
+    evaluate.add_argument("run", help="a run folder written by train")
+    evaluate.add_argument("data", help="a CSV, ZIP or folder of images")
+    evaluate.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    evaluate.add_argument("--split", choices=("all", *SPLITS), default="all", help="(default all)")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
+    evaluate.add_argument("--data-root", help="folder that image paths must stay inside")
+
+    stats = commands.add_parser(
+        "stats",
+        help="record a run's latent statistics (sliders, sampling) from its training data",
+    )
+    stats.add_argument("run", help="a run folder written by train")
+    stats.add_argument("data", help="the CSV, ZIP or folder it was trained on")
+    stats.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    stats.add_argument("--data-root", help="folder that image paths must stay inside")
+    return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive_int, help="use only the first N images")
+    parser.add_argument("--image-size", type=_positive_int, default=64, help="(default 64)")
+    parser.add_argument("--channels", type=int, choices=CHANNELS, default=1, help="1 gray, 3 RGB")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="split seed")
+    parser.add_argument("--data-root", help="folder that image paths must stay inside")

@@ -1,0 +1,78 @@
+"""A run's models, loaded safely: what the pages and the CLI encode, decode and evaluate with.
+
+Loading needs TensorFlow, so it is imported when a run is loaded, not with this module.
+Which folders are runs and what they hold is ``dogvae.runs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dogvae.runs import RunInfo, read_run_info
+
+
+@dataclass
+class LoadedRun:
+    """A run with its encoder and decoder loaded."""
+
+    info: RunInfo
+    encoder: Any
+    decoder: Any
+
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z_mean and z_log_var, float32 (n, latent_dim), of images (n, H, W, C) that are
+        uint8 or float in [0, 1]."""
+        from dogvae.model import encode
+
+        return encode(self.encoder, images)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Images in [0, 1], float32 (n, H, W, C), for latent points (n, latent_dim) or one (d,)."""
+        from dogvae.model import decode
+
+        return decode(self.decoder, z)
+
+    def evaluate(self, images: np.ndarray) -> dict[str, float]:
+        """Mean per-image loss, reconstruction, kl, floor, excess and PSNR on ``images``, as
+        ``dogvae.model.evaluate_images`` computes them."""
+        from dogvae.model import evaluate_images
+
+        return evaluate_images(self.encoder, self.decoder, images)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run's encoder and decoder from its .keras files, in Keras' safe mode.
+
+    Only files that dogvae wrote are accepted: config.json must be a dogvae
+    run, safe mode refuses Lambda layers and pickled code, and the models'
+    shapes must match the settings.
+    """
+    info = read_run_info(run_dir)
+    import keras
+
+    import dogvae.model  # noqa: F401 - registers the custom layers
+
+    models = []
+    for name in ("encoder", "decoder"):
+        path = info.path / f"{name}.keras"
+        try:
+            models.append(keras.models.load_model(path, compile=False, safe_mode=True))
+        except Exception as error:
+            raise ValueError(
+                f"cannot load {path}: {error}. The run is damaged or not dogvae's."
+            ) from None
+    encoder, decoder = models
+    config = info.model_config
+    image_shape = (config.image_size, config.image_size, config.channels)
+    if tuple(encoder.input_shape[1:]) != image_shape or len(encoder.outputs) != 3:
+        raise ValueError(f"{info.path}: encoder.keras does not match config.json")
+    if (
+        tuple(decoder.input_shape[1:]) != (config.latent_dim,)
+        or tuple(decoder.output_shape[1:]) != image_shape
+    ):
+        raise ValueError(f"{info.path}: decoder.keras does not match config.json")
+    return LoadedRun(info, encoder, decoder)
