@@ -9,7 +9,10 @@ folder named after its sha256 for the app. Importing this module is cheap: Keras
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ __all__ = [
     "decoder_onnx_bytes",
     "export_decoder",
     "export_run",
+    "export_zip",
     "read_export",
     "run_onnx",
 ]
@@ -119,6 +123,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     run = load_run(run_dir)
     return export_decoder(run.decoder, run.info.model_config, out_dir)
+
+
+def export_zip(run_dir: str | Path) -> bytes:
+    """The run's decoder export (``decoder.onnx``, ``export.json``) as ZIP bytes, for a download.
+
+    The files sit in a folder named ``<run>-decoder`` inside the archive.
+    """
+    from dogvae.runs import read_run_info
+
+    info = read_run_info(run_dir)  # a clear error before TensorFlow loads
+    with tempfile.TemporaryDirectory(prefix="dogvae-export-") as folder:
+        export_run(info.path, folder)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in (ONNX_FILE, EXPORT_FILE):
+                archive.write(Path(folder) / name, f"{info.name}-decoder/{name}")
+    return buffer.getvalue()
 
 
 def read_export(out_dir: str | Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dogvae import runs, ui
+from dogvae import export, runs, ui
 
 PENDING_DELETE = "models_pending_delete"  # session key: path of the run awaiting "Confirm delete"
 NOTICE = "models_notice"  # session key: a message to show once, after a rerun
@@ -179,6 +179,17 @@ def run_card(run: runs.RunInfo, active: bool) -> None:
                 mime="application/zip",
                 key=f"download-{run.name}",
                 on_click="ignore",
+            )
+            st.download_button(
+                "Download decoder (ONNX)",
+                # Exported only when clicked: it loads the model (TensorFlow).
+                data=functools.partial(export.export_zip, run.path),
+                file_name=f"{run.name}-decoder.zip",
+                mime="application/zip",
+                key=f"download-decoder-{run.name}",
+                on_click="ignore",
+                help="decoder.onnx and export.json, as `python -m dogvae export` writes them and "
+                "the Generate page's browser decoder loads them",
             )
             if st.button(
                 "Delete",

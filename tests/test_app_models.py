@@ -216,8 +216,9 @@ def test_zip_is_made_only_when_downloaded(two_runs, monkeypatch):
     monkeypatch.setattr(runs, "zip_run", lambda path: zipped.append(path) or zip_run(path))
 
     at = models_page()
-    assert [button.label for button in at.download_button] == ["Download ZIP"] * 2
-    assert sorted(downloads) == ["alpha.zip", "beta.zip"]
+    labels = [button.label for button in at.download_button]
+    assert labels == ["Download ZIP", "Download decoder (ONNX)"] * 2
+    assert sorted(downloads) == ["alpha-decoder.zip", "alpha.zip", "beta-decoder.zip", "beta.zip"]
     assert zipped == []
 
     make_zip, mimetype = downloads["alpha.zip"]
@@ -226,6 +227,34 @@ def test_zip_is_made_only_when_downloaded(two_runs, monkeypatch):
         assert "alpha/config.json" in archive.namelist()
         assert "alpha/encoder.keras" in archive.namelist()
     assert zipped == [two_runs / "alpha"]
+
+
+def test_the_decoder_export_is_a_download_made_only_when_clicked(two_runs, monkeypatch):
+    from dogvae import export
+
+    downloads = {}
+    register = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        downloads[file_name] = data_callable
+        return register(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    exported = []
+    export_zip = export.export_zip
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    monkeypatch.setattr(
+        export, "export_zip", lambda path: exported.append(path) or export_zip(path)
+    )
+    models_page()
+    assert exported == []
+    with zipfile.ZipFile(io.BytesIO(downloads["beta-decoder.zip"]())) as archive:
+        assert sorted(archive.namelist()) == [
+            "beta-decoder/decoder.onnx",
+            "beta-decoder/export.json",
+        ]
+        info = json.loads(archive.read("beta-decoder/export.json"))
+    assert exported == [two_runs / "beta"]
+    assert info["format"] == "dogvae-decoder-onnx" and info["latent_dim"] == 2
 
 
 def test_page_does_not_load_tensorflow(two_runs):
