@@ -218,6 +218,27 @@ def latent_canvas(
     return _mount(decoder, data, key, fallback_png, width)
 
 
+def browser_failed(key: str) -> str | None:
+    """Why the browser said it cannot decode for the canvas ``key`` in this session, or None."""
+    import streamlit as st
+
+    return st.session_state.get(_failed_key(key))
+
+
+def _failed_key(key: str) -> str:
+    return f"{key}:unavailable"
+
+
+def reported_values(key: str) -> list[float] | None:
+    """The values the canvas ``key`` last reported (None before any), readable before it is
+    drawn in a run: a page can then decode the user's point once, not the previous one too."""
+    import streamlit as st
+
+    state = st.session_state.get(key)
+    values = state.get("values") if isinstance(state, dict) else None
+    return [float(value) for value in values] if values else None
+
+
 def frame_player(
     decoder: BrowserDecoder,
     frames: Sequence[Sequence[float]] | np.ndarray,
@@ -259,7 +280,7 @@ def _mount(
 
     # Remembered per session: once the browser said it cannot decode, the element is
     # not mounted again (its reported state would go with it and it would try again).
-    remembered = f"{key}:unavailable"
+    remembered = _failed_key(key)
     reason = runtime_missing() or st.session_state.get(remembered)
     if reason:
         return CanvasState(unavailable=reason)
