@@ -2,8 +2,9 @@
 // thread) and draws them on a canvas, following sliders, a 2-D pad or an animation.
 //
 // Timings, for any script to read: "dogvae:decode" per decode, "dogvae:frame" from an
-// input event to its pixels, "dogvae:runtime" (onnxruntime loaded) and "dogvae:session"
-// (a decoder fetched and its session created).
+// input event to its pixels, "dogvae:runtime" (onnxruntime loaded), "dogvae:session"
+// (a decoder fetched and its session created) and the mark "dogvae:first-draw" (a
+// canvas shows its first decoded image).
 //
 // Streamlit evaluates this module once per page and calls the default export on every
 // render with the new data; everything that must outlive a render (onnxruntime, one
@@ -248,6 +249,7 @@ class View {
     if (this.canvas.hidden) {
       this.canvas.hidden = false;
       this.img.hidden = true;
+      performance.mark("dogvae:first-draw");
     }
     this.canvas.dataset.status = "ready";
     this.canvas.dataset.decodes = String(Number(this.canvas.dataset.decodes ?? 0) + 1);
