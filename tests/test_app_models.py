@@ -127,6 +127,37 @@ def test_lists_both_runs_newest_first_and_marks_the_active_one(two_runs):
     assert not at.button(key="activate-alpha").disabled
 
 
+def loss_chart_axis(at: AppTest, index: int = 0) -> list[float]:
+    spec = json.loads(at.get("vega_lite_chart")[index].proto.spec)
+    return spec["encoding"]["y"]["scale"]["domain"]
+
+
+def test_the_loss_axis_starts_where_the_curve_is(two_runs):
+    # Two epochs: both shown, on an axis around them rather than from 0.
+    at = models_page()
+    low, high = loss_chart_axis(at)
+    assert 240 < low < 250 and 302 < high < 310
+    assert not any("above the chart" in text for text in texts(at.caption))
+
+    # A first epoch far above the rest (as the default model's 7,801 before 2,600 ... 2,400):
+    # the axis follows the later epochs, and a line says where epoch 1 went.
+    losses = [7801.0, 2600.0, 2544.0, 2528.0, 2500.0, 2450.0]
+    history = [
+        {**HISTORY[0], "epoch": epoch, "loss": loss, "val_loss": loss - 20.0}
+        for epoch, loss in enumerate(losses, start=1)
+    ]
+    (two_runs / "beta" / "history.csv").write_text(
+        "epoch,loss,val_loss\n"
+        + "".join(f"{row['epoch']},{row['loss']},{row['val_loss']}\n" for row in history)
+    )
+    at = models_page()
+    low, high = loss_chart_axis(at)
+    assert 2350 < low < 2430 and 2600 < high < 2700
+    assert "Epoch 1 (7,801.0) is above the chart, so that the learning after it shows." in texts(
+        at.caption
+    )
+
+
 def test_make_active_sets_the_session_run(two_runs):
     at = models_page()
     run(at.button(key="activate-alpha").click())
