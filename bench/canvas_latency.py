@@ -47,6 +47,29 @@ WATCH = """
   look();
 }
 """
+# Resolves with the number of moves after ``duration`` ms of pointermoves, one per frame.
+DISPLAY_RATE_DRAG = """
+([selector, duration]) => new Promise((resolve) => {
+  const pad = [...document.querySelectorAll("*")]
+    .map((element) => element.shadowRoot?.querySelector(selector))
+    .find(Boolean) || document.querySelector(selector);
+  const box = pad.getBoundingClientRect();
+  const began = performance.now();
+  let moves = 0;
+  const move = (now) => {
+    if (now - began >= duration) return resolve(moves);
+    const phase = ((now - began) % 1000) / 500, sweep = phase <= 1 ? phase : 2 - phase;
+    pad.dispatchEvent(new PointerEvent("pointermove", {
+      pointerId: 1, pointerType: "mouse", bubbles: true, isPrimary: true, buttons: 1,
+      clientX: box.left + box.width * (0.1 + 0.8 * sweep),
+      clientY: box.top + box.height * (0.5 - 0.3 * sweep),
+    }));
+    moves += 1;
+    requestAnimationFrame(move);
+  };
+  requestAnimationFrame(move);
+})
+"""
 FIRST_DRAW_AFTER_TITLE = """
 () => {
   const title = window.__benchTitle;
@@ -120,20 +143,28 @@ def _at(box: dict, fraction_x: float, fraction_y: float) -> tuple[float, float]:
     return box["x"] + box["width"] * fraction_x, box["y"] + box["height"] * fraction_y
 
 
-def drag(page: Any, seconds: float) -> dict:
-    """A continuous drag on the pad for ``seconds`` (moves as fast as the browser takes them,
-    the point sweeping to and fro); the page's figures for that window."""
+def drag(page: Any, seconds: float, display_rate: bool) -> dict:
+    """A continuous drag on the pad for ``seconds``, the point sweeping to and fro; the
+    page's figures for that window.
+
+    With ``display_rate``, the page itself sends a pointermove at every animation frame
+    (as a mouse does, at the display's rate), to the pointer Playwright pressed down; else
+    Playwright's own moves, as fast as it sends them (about 30 a second here: slower than
+    a mouse, so they bound the frames a second).
+    """
     box = _pad_box(page)
     page.mouse.move(*_at(box, 0.1, 0.5))
     page.mouse.down()
     reruns = page.evaluate("() => window.__benchReruns")
     start = page.evaluate("() => performance.now()")
-    began, moves = time.perf_counter(), 0
-    # Playwright's steps send the moves from its driver, without a round trip each to here.
-    while time.perf_counter() - began < seconds:
-        forth = moves % 2 == 0
-        page.mouse.move(*_at(box, 0.9 if forth else 0.1, 0.2 if forth else 0.5), steps=STEPS)
-        moves += STEPS
+    if display_rate:
+        moves = page.evaluate(DISPLAY_RATE_DRAG, [PAD, seconds * 1000])
+    else:
+        began, moves = time.perf_counter(), 0
+        while time.perf_counter() - began < seconds:
+            forth = moves % 2 == 0
+            page.mouse.move(*_at(box, 0.9 if forth else 0.1, 0.2 if forth else 0.5), steps=STEPS)
+            moves += STEPS
     end = page.evaluate("() => performance.now()")
     reruns_during = page.evaluate("() => window.__benchReruns") - reruns
     page.mouse.up()
@@ -186,7 +217,10 @@ def first_visit(context: Any, url: str) -> float | None:
 def measure_round(context: Any, url: str, drag_seconds: float) -> dict:
     """One fresh tab on Generate: its title-to-canvas time, a drag, then 20 counted moves."""
     page, errors, wire, first = open_generate(context, url)
-    dragged = drag(page, drag_seconds)
+    drags = {
+        "playwright_moves": drag(page, drag_seconds, display_rate=False),
+        "display_rate": drag(page, drag_seconds, display_rate=True),
+    }
     moves = wire_for_moves(page, wire)
     loading = {
         name: page.evaluate(f"() => performance.getEntriesByName('dogvae:{name}')[0]?.duration")
@@ -197,7 +231,7 @@ def measure_round(context: Any, url: str, drag_seconds: float) -> dict:
     if unexpected:
         raise SystemExit(f"the page logged errors: {unexpected}")
     return {
-        **dragged,
+        "drags": drags,
         "loading_ms": loading,
         "title_to_first_canvas_ms": first,
         "twenty_moves": moves,
@@ -205,31 +239,42 @@ def measure_round(context: Any, url: str, drag_seconds: float) -> dict:
     }
 
 
-def summarise(rounds: list[dict], first_visit_ms: float | None) -> dict:
-    """The rounds' figures: percentiles over all their decodes and frames, the rest per round."""
-    decodes = [value for one in rounds for value in one["decodes"]]
-    frames = [value for one in rounds for value in one["frames"]]
-    fps = [len(one["frames"]) / one["seconds"] for one in rounds]
-    title = [one["title_to_first_canvas_ms"] for one in rounds]
-    measured = [value for value in title if value is not None]
+def summarise_drags(drags: list[dict]) -> dict:
+    """One kind of drag over the rounds: percentiles over all decodes and frames."""
+    decodes = [value for one in drags for value in one["decodes"]]
+    frames = [value for one in drags for value in one["frames"]]
+    fps = [len(one["frames"]) / one["seconds"] for one in drags]
     return {
-        "rounds": len(rounds),
-        "drag_seconds": [round(one["seconds"], 2) for one in rounds],
-        "pointer_moves": [one["moves"] for one in rounds],
+        "seconds": [round(one["seconds"], 2) for one in drags],
+        "pointer_moves": [one["moves"] for one in drags],
         "decode": {
             "n": len(decodes),
             "p50_ms": percentile(decodes, 0.5),
             "p95_ms": percentile(decodes, 0.95),
-            "p95_ms_per_round": [percentile(one["decodes"], 0.95) for one in rounds],
+            "p95_ms_per_round": [percentile(one["decodes"], 0.95) for one in drags],
         },
         "input_to_pixels": {
             "n": len(frames),
             "p50_ms": percentile(frames, 0.5),
             "p95_ms": percentile(frames, 0.95),
-            "p95_ms_per_round": [percentile(one["frames"], 0.95) for one in rounds],
+            "p95_ms_per_round": [percentile(one["frames"], 0.95) for one in drags],
         },
         "frames_per_second": [round(value, 1) for value in fps],
         "frames_per_second_median": round(statistics.median(fps), 1),
+        "reruns_during_drag": [one["reruns_during_drag"] for one in drags],
+    }
+
+
+def summarise(rounds: list[dict], first_visit_ms: float | None) -> dict:
+    """The rounds' figures: each kind of drag, then the page's loading and the wire."""
+    title = [one["title_to_first_canvas_ms"] for one in rounds]
+    measured = [value for value in title if value is not None]
+    return {
+        "rounds": len(rounds),
+        **{
+            f"drag_{kind}": summarise_drags([one["drags"][kind] for one in rounds])
+            for kind in ("display_rate", "playwright_moves")
+        },
         "title_to_first_canvas_ms": [None if v is None else round(v, 1) for v in title],
         "title_to_first_canvas_median_ms": round(statistics.median(measured), 1)
         if measured
@@ -241,7 +286,6 @@ def summarise(rounds: list[dict], first_visit_ms: float | None) -> dict:
             {name: None if ms is None else round(ms, 1) for name, ms in one["loading_ms"].items()}
             for one in rounds
         ],
-        "reruns_during_drag": [one["reruns_during_drag"] for one in rounds],
         "twenty_moves": [one["twenty_moves"] for one in rounds],
         "decoder_requests_per_tab": [one["decoder_requests"] for one in rounds],
     }

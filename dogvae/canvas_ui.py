@@ -50,6 +50,24 @@ def _browser_decoder(path: str, modified: float, _run: LoadedRun) -> BrowserDeco
     return cached_browser_decoder(_run.decoder, config, Path(default_cache_dir()) / "decoders")
 
 
+def preload(decoder: BrowserDecoder | None = None) -> None:
+    """Have the page load the browser decoder's runtime (and ``decoder``'s session) now, in
+    the sidebar, so that a canvas shown later draws at once; nothing where it cannot."""
+    from dogvae.components.latent_canvas import preload as preload_in_page
+
+    if os.environ.get(SWITCH, "1").strip() == "0":
+        return
+    with st.sidebar:
+        preload_in_page(decoder, key="dogvae-preload-decoder" if decoder else "dogvae-preload")
+
+
+def preload_run(run: LoadedRun) -> None:
+    """``preload`` with the run's decoder, where the browser can decode it."""
+    decoder, _ = browser_decoder(run)
+    if decoder is not None:
+        preload(decoder)
+
+
 def display_width(image_size: int, scale: int = 4) -> int:
     """The canvas' width in CSS pixels: the image enlarged ``scale`` times, at most 512."""
     return min(image_size * scale, 512)

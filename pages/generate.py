@@ -31,6 +31,7 @@ image_shape = (config.image_size, config.image_size, config.channels)
 colour = "grayscale" if config.channels == 1 else "RGB"
 basis = ui.slider_basis(run)
 along_directions = basis.labels[0] == "direction 1"
+canvas_ui.preload_run(run)  # the decoder's session, while the page goes on
 # Per run: another model's slider values (or photo) mean nothing here.
 sliders = SliderState(basis, f"generate-{run.info.name}")
 photo_key = f"generate-{run.info.name}-photo"

@@ -21,6 +21,7 @@ run = ui.require_model()
 config = run.info.model_config
 image_shape = (config.image_size, config.image_size, config.channels)
 colour = "grayscale" if config.channels == 1 else "RGB"
+canvas_ui.preload_run(run)  # the decoder's session, while the page goes on
 
 
 def dataset_point(side: str) -> np.ndarray | None:

@@ -239,6 +239,28 @@ def reported_values(key: str) -> list[float] | None:
     return [float(value) for value in values] if values else None
 
 
+def preload(decoder: BrowserDecoder | None = None, *, key: str) -> None:
+    """Start loading the runtime in the page now (and ``decoder``'s session), drawing nothing.
+
+    The runtime's WebAssembly takes about a second to compile; a page that will show a
+    canvas further down (or a page before it) can start that early. Does nothing when the
+    runtime's files are missing.
+    """
+    import streamlit as st
+
+    if runtime_missing():
+        return
+    ort_base = _serve_folder("onnxruntime-web", VENDOR_DIR)
+    data = {
+        "preload": True,
+        "ort_url": ort_base + ORT_MODULE,
+        "wasm_url": ort_base + ORT_WASM,
+        "decoder": {"url": decoder.url, "sha256": decoder.sha256} if decoder else None,
+    }
+    with st.container(height=1, border=False):  # takes (almost) no room where it is
+        _component()(key=key, data=data)
+
+
 def frame_player(
     decoder: BrowserDecoder,
     frames: Sequence[Sequence[float]] | np.ndarray,

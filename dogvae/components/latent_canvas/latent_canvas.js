@@ -99,6 +99,27 @@ function decode(ort, loaded, z) {
   return run;
 }
 
+// A one-node ONNX graph (Identity): creating a session for it instantiates the runtime's
+// WebAssembly, the slow part of the first decoder's session, before there is a decoder.
+const WARM_UP_MODEL = "CAg6OgoQCgF4EgF5IghJZGVudGl0eRIEd2FybVoPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEBE=";
+
+// Load the runtime (and a decoder's session) ahead of the canvas that will need it. Quiet
+// on failure: the canvas itself reports why it cannot decode.
+function preload(data) {
+  if (typeof WebAssembly !== "object") return;
+  STATE.warmed ??= loadOrt(data.ort_url, data.wasm_url).then(async (ort) => {
+    const model = Uint8Array.from(atob(WARM_UP_MODEL), (char) => char.charCodeAt(0));
+    const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+    await session.release();
+    return ort;
+  });
+  STATE.warmed
+    .then((ort) => (data.decoder ? loadSession(ort, data.decoder.url) : null))
+    .catch(() => {
+      STATE.warmed = null;
+    });
+}
+
 function numbers(values) {
   return Array.from(values ?? [], Number);
 }
@@ -415,6 +436,10 @@ class View {
 }
 
 export default function render(component) {
+  if (component.data?.preload) {
+    preload(component.data);
+    return () => {};
+  }
   const { parentElement } = component;
   let view = STATE.views.get(parentElement);
   if (!view) {
