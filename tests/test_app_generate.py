@@ -551,11 +551,12 @@ def canvas_data(at: AppTest) -> dict | None:
     """What the page hands the browser's latent canvas, or None without one."""
     import json
 
-    elements = at.get("bidi_component")
-    if not elements:
+    shown = [json.loads(element.proto.json) for element in at.get("bidi_component")]
+    shown = [data for data in shown if not data.get("preload")]  # the runtime, loading ahead
+    if not shown:
         return None
-    (element,) = elements
-    return json.loads(element.proto.json)
+    (data,) = shown
+    return data
 
 
 @pytest.fixture
@@ -615,3 +616,18 @@ def test_once_the_browser_cannot_decode_the_server_draws(tiny_run, browser_path)
     ]
     assert [slider.label for slider in sliders(at)] == ["z1", "z2"]
     assert not [box for box in at.selectbox if (box.key or "").startswith("generate-tiny-pad")]
+
+
+def test_the_runtime_and_the_decoder_load_ahead_of_the_canvas(tiny_run, browser_path):
+    import json
+
+    at = generate_page()
+    preloads = [
+        data
+        for data in (json.loads(element.proto.json) for element in at.sidebar.get("bidi_component"))
+        if data.get("preload")
+    ]
+    # The sidebar's, on every page (the runtime alone), and this page's (the run's decoder).
+    assert [data["decoder"] is None for data in preloads] == [True, False]
+    assert preloads[1]["decoder"] == canvas_data(at)["decoder"]
+    assert preloads[0]["wasm_url"] == canvas_data(at)["wasm_url"]
