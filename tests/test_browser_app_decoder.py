@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dogvae.components.latent_canvas import runtime_missing
+from tests import canvas_helpers
 from tests.browser_helpers import (
     MAIN,
     chromium,
@@ -31,11 +31,18 @@ from tests.browser_helpers import (
     wait_idle,
     wait_until,
 )
+from tests.canvas_helpers import CANVAS, assert_close, canvas_pixels, server_pixels
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("needs_browser")]
+runtime_installed = canvas_helpers.runtime_installed  # fixtures
+seed_run = canvas_helpers.seed_run
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("needs_browser", "runtime_installed"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
-CANVAS = "canvas[data-dogvae-canvas]"
 PAD_MOVES = 30
 # Counts the script runs the page starts (Streamlit marks one with data-test-script-state).
 COUNT_RERUNS = """
@@ -50,38 +57,6 @@ COUNT_RERUNS = """
                               attributeFilter: ["data-test-script-state"] });
 }
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _runtime_installed() -> None:
-    reason = runtime_missing()
-    if reason:
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder with a freshly initialised seed-preset model (and no latent statistics)."""
-    import keras
-
-    from dogvae import runs
-    from dogvae.config import PRESETS, DataConfig
-    from dogvae.model import build_vae
-
-    preset = PRESETS["seed"]
-    keras.utils.set_random_seed(5)
-    vae = build_vae(preset.model)
-    return runs.save_run(
-        tmp_path_factory.mktemp("seed-runs") / "seed-random",
-        vae.encoder,
-        vae.decoder,
-        model_config=preset.model,
-        train_config=preset.train,
-        data_config=DataConfig(),
-        data={"source": "none", "readable": 0},
-        history=[],
-        preset="seed",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -147,38 +122,11 @@ class Server:
         ]
         return latent.interpolate(ends[0], ends[1], steps, "slerp")
 
-    def pixels(self, point: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, C) of ``point``, decoded and rounded as the app does."""
-        from dogvae.model import decode
-
-        image = decode(self.run.decoder, point)[0]
-        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
-def canvas_pixels(page, channels: int) -> tuple[list[float] | str, np.ndarray]:
-    """The point the page's canvas shows (its slider values, or "frame K") and its pixels."""
-    shown, size, rgba = page.locator(CANVAS).evaluate(
-        """canvas => {
-        const { width, height } = canvas;
-        const rgba = canvas.getContext("2d").getImageData(0, 0, width, height).data;
-        const point = canvas.dataset.point;
-        return [point.startsWith("frame") ? point : JSON.parse(point), width, Array.from(rgba)];
-    }"""
-    )
-    image = np.array(rgba, np.uint8).reshape(size, size, 4)
-    return shown, image[..., :1] if channels == 1 else image[..., :3]
-
 
 def assert_parity(page, server: Server, point_of) -> list[float] | str:
     """The canvas equals the server's decode of its point (``point_of(shown)``) within 1/255."""
     shown, browser = canvas_pixels(page, server.config.channels)
-    expected = server.pixels(point_of(shown))
-    assert browser.shape == expected.shape
-    difference = np.abs(browser.astype(int) - expected.astype(int))
-    assert difference.max() <= 1, (
-        f"at {shown}: {int((difference > 1).sum())} pixels differ by more than 1/255 "
-        f"(at most {difference.max()})"
-    )
+    assert_close(browser, server_pixels(server.run.decoder, point_of(shown)), shown)
     return shown
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dogvae.components.latent_canvas import runtime_missing
+from tests import canvas_helpers
 from tests.browser_helpers import (
     BrowserErrors,
     assert_no_exception,
@@ -28,47 +28,22 @@ from tests.browser_helpers import (
     wait_idle,
     wait_until,
 )
+from tests.canvas_helpers import CANVAS, assert_close, canvas_pixels, server_pixels
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("needs_browser")]
+runtime_installed = canvas_helpers.runtime_installed  # fixtures
+seed_run = canvas_helpers.seed_run
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("needs_browser", "runtime_installed"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = "scripts/latent_canvas_demo.py"
-CANVAS = "canvas[data-dogvae-canvas]"
 SLIDER_STEPS = 30
 PAD_MOVES = 40
 FRAME_VALUES = np.linspace(-2.0, 2.0, 8)  # the demo's animation
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _runtime_installed() -> None:
-    reason = runtime_missing()
-    if reason:
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder with a freshly initialised seed-preset model (and no latent statistics)."""
-    import keras
-
-    from dogvae import runs
-    from dogvae.config import PRESETS, DataConfig
-    from dogvae.model import build_vae
-
-    preset = PRESETS["seed"]
-    keras.utils.set_random_seed(3)
-    vae = build_vae(preset.model)
-    return runs.save_run(
-        tmp_path_factory.mktemp("seed-runs") / "seed-random",
-        vae.encoder,
-        vae.decoder,
-        model_config=preset.model,
-        train_config=preset.train,
-        data_config=DataConfig(),
-        data={"source": "none", "readable": 0},
-        history=[],
-        preset="seed",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +77,12 @@ class Server:
     def pixels(self, shown: list[float] | str) -> np.ndarray:
         """uint8 (H, W, C) of what a canvas shows (slider values, or "frame K" of the
         demo's animation), decoded and rounded as the app does."""
-        from dogvae.model import decode
-
         if isinstance(shown, str):
             value = FRAME_VALUES[int(shown.removeprefix("frame "))]
             point = self.basis.to_point(np.full(len(self.basis.labels), value))
         else:
             point = self.basis.to_point(shown)
-        image = decode(self.run.decoder, point)[0]
-        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        return server_pixels(self.run.decoder, point)
 
 
 def open_demo(context, url: str, log: Path):
@@ -137,34 +109,9 @@ def decodes(page, index: int = 0) -> int:
     return int(page.locator(CANVAS).nth(index).get_attribute("data-decodes") or 0)
 
 
-def canvas_pixels(page, channels: int, index: int = 0) -> tuple[list[float] | str, np.ndarray]:
-    """The point a canvas shows (its slider values, or "frame K") and its pixels, uint8."""
-    values, size, rgba = (
-        page.locator(CANVAS)
-        .nth(index)
-        .evaluate(
-            """canvas => {
-            const { width, height } = canvas;
-            const rgba = canvas.getContext("2d").getImageData(0, 0, width, height).data;
-            const point = canvas.dataset.point;
-            return [point.startsWith("frame") ? point : JSON.parse(point), width, Array.from(rgba)];
-        }"""
-        )
-    )
-    image = np.array(rgba, np.uint8).reshape(size, size, 4)
-    return values, image[..., :1] if channels == 1 else image[..., :3]
-
-
 def assert_parity(page, server: Server, index: int = 0) -> np.ndarray:
     values, browser = canvas_pixels(page, server.run.info.model_config.channels, index)
-    expected = server.pixels(values)
-    assert browser.shape == expected.shape
-    difference = np.abs(browser.astype(int) - expected.astype(int))
-    assert difference.max() <= 1, (
-        f"at {values}: {int((difference > 1).sum())} pixels differ by more than 1/255 "
-        f"(at most {difference.max()})"
-    )
-    return difference
+    return assert_close(browser, server.pixels(values), values)
 
 
 def script_runs(page) -> int:
