@@ -46,6 +46,7 @@ ORT_WASM = "ort-wasm-simd-threaded.wasm.gz"
 SERVED_ONNX = ONNX_FILE + ".gz"
 VENDOR_FILES = (ORT_MODULE, ORT_WASM)
 _COMPONENT_NAME = "dogvae_latent_canvas"
+JS_FILES = ("runtime.js", "latent_canvas.js")
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,8 @@ def _component():
 
     return st.components.v2.component(
         _COMPONENT_NAME,
-        js=(COMPONENT_DIR / "latent_canvas.js").read_text(encoding="utf-8"),
+        # One inline module: the runtime's half, then the canvas' (which has the export).
+        js="\n".join((COMPONENT_DIR / name).read_text(encoding="utf-8") for name in JS_FILES),
         css=(COMPONENT_DIR / "latent_canvas.css").read_text(encoding="utf-8"),
         isolate_styles=True,
     )
