@@ -1,4 +1,4 @@
-"""``python -m dogvae``: report, train, generate, interpolate and evaluate from the shell.
+"""``python -m dogvae``: report, train, generate, interpolate, evaluate, export from the shell.
 
 The same functions as the app underneath. Heavy modules are imported inside
 the commands, so ``--help`` answers without loading TensorFlow. User errors end
@@ -415,6 +415,25 @@ def _fit_sampler(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from dogvae.runs import read_run_info
+
+    info = read_run_info(args.run)  # a clear error before TensorFlow loads
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {out} is a file")
+    from dogvae.export import EXPORT_FILE, export_decoder, read_export
+
+    onnx_path = export_decoder(_load_run(args.run).decoder, info.model_config, out)
+    export = read_export(out)
+    print(
+        f"wrote {onnx_path} ({export['bytes']:,} bytes, opset {export['opset']}) and "
+        f"{out / EXPORT_FILE}: the decoder of {info.name}, latent {export['latent_dim']} -> "
+        f"{export['image_size']}x{export['image_size']}x{export['channels']}"
+    )
+    return 0
+
+
 COMMANDS = {
     "report": _report,
     "train": _train,
@@ -423,4 +442,5 @@ COMMANDS = {
     "evaluate": _evaluate,
     "stats": _stats,
     "fit-sampler": _fit_sampler,
+    "export": _export,
 }

@@ -51,7 +51,9 @@ def _number(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m dogvae",
-        description="A convolutional VAE for dog photos: check data, train, generate, interpolate.",
+        description=(
+            "A convolutional VAE for dog photos: check data, train, generate, interpolate, export."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -193,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="fit the mixture sampler to a run's training codes (for runs saved without one)",
         )
     )
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's decoder as ONNX (decoder.onnx + export.json), as the app's "
+        "browser decoder loads it",
+    )
+    export.add_argument("run", help="a run folder written by train")
+    export.add_argument("--out", required=True, help="folder to write into (created if missing)")
     return parser
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import streamlit as st
 
-from dogvae import images, latent
+from dogvae import canvas_ui, images, latent
 from dogvae.runs import LATENT_STATS
 
 if TYPE_CHECKING:
@@ -399,6 +399,7 @@ def sidebar() -> None:
         job = training_job()
         if job is not None and job.running:
             _training_status(job)
+    canvas_ui.preload()  # the browser decoder's runtime, ready before a page needs it
 
 
 @st.fragment(run_every=2.0)

@@ -9,10 +9,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dogvae import images, samplers, ui
+from dogvae import canvas_ui, images, samplers, ui
+from dogvae.components.latent_canvas import (
+    BrowserDecoder,
+    browser_failed,
+    latent_canvas,
+    reported_values,
+)
+from dogvae.slider_state import LIMIT, STEP, SliderState
 
-SLIDER_LIMIT = 3.0
-SLIDER_STEP = 0.05
 SEED_KEY = "generate-seed"
 RANDOM_ROWS = 3  # random points in the traversal, below the slider point
 MAP_SIZE = 12  # the latent map decodes MAP_SIZE x MAP_SIZE points
@@ -26,39 +31,15 @@ image_shape = (config.image_size, config.image_size, config.channels)
 colour = "grayscale" if config.channels == 1 else "RGB"
 basis = ui.slider_basis(run)
 along_directions = basis.labels[0] == "direction 1"
+canvas_ui.preload_run(run)  # the decoder's session, while the page goes on
 # Per run: another model's slider values (or photo) mean nothing here.
-slider_keys = [f"generate-{run.info.name}-z{index}" for index in range(1, len(basis.labels) + 1)]
-residual_key = f"generate-{run.info.name}-residual"
+sliders = SliderState(basis, f"generate-{run.info.name}")
 photo_key = f"generate-{run.info.name}-photo"
+first_dog_key = f"generate-{run.info.name}-first-dog"
 
 
 def new_seed() -> None:
     st.session_state[SEED_KEY] = random.randrange(1_000_000)
-
-
-def set_sliders(values: np.ndarray) -> None:
-    for key, value in zip(slider_keys, values, strict=True):
-        # On the slider's grid, so the widget shows exactly the value used.
-        st.session_state[key] = round(round(float(value) / SLIDER_STEP) * SLIDER_STEP, 2)
-
-
-def reset() -> None:
-    set_sliders(np.zeros(len(slider_keys)))
-    st.session_state.pop(residual_key, None)
-
-
-def random_point() -> None:
-    values = np.random.default_rng().standard_normal(len(slider_keys))
-    set_sliders(np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
-    st.session_state.pop(residual_key, None)
-
-
-def slider_values() -> np.ndarray:
-    return np.array([st.session_state[key] for key in slider_keys])
-
-
-def slider_point(values: np.ndarray) -> np.ndarray:
-    return basis.to_point(values, st.session_state.get(residual_key))
 
 
 def show_grid(batch: np.ndarray, cols: int, caption: str | None = None) -> np.ndarray:
@@ -94,13 +75,9 @@ def nearest_training_images(samples: np.ndarray) -> None:
 
 
 def encode_photo(file_id: str, image: np.ndarray) -> None:
-    """Put the photo's point on the sliders and keep what they cannot show as the residual."""
+    """Put the photo's point on the sliders: the image is then its reconstruction."""
     z_mean = run.encode(image[None])[0][0]
-    values, _ = basis.from_point(z_mean)
-    set_sliders(np.clip(values, -SLIDER_LIMIT, SLIDER_LIMIT))
-    # The residual also takes up the sliders' rounding (and clipping), so that
-    # the sliders' point is the photo's own and the image its reconstruction.
-    st.session_state[residual_key] = z_mean - basis.to_point(slider_values())
+    sliders.move_to(z_mean)
     st.session_state[photo_key] = {
         "file_id": file_id,
         "image": image,
@@ -132,9 +109,9 @@ def uploaded_photo() -> dict | None:
 
 def traversal_points(axis: int, steps: int, limit: float, seed: int) -> np.ndarray:
     """One row per start (the slider point, then random points) moving one slider over ±limit."""
-    rows = [(slider_values(), st.session_state.get(residual_key))]
-    random_values = np.random.default_rng(seed).standard_normal((RANDOM_ROWS, len(slider_keys)))
-    rows += [(values, None) for values in np.clip(random_values, -SLIDER_LIMIT, SLIDER_LIMIT)]
+    rows = [(sliders.values, sliders.residual)]
+    random_values = np.random.default_rng(seed).standard_normal((RANDOM_ROWS, len(basis.labels)))
+    rows += [(values, None) for values in np.clip(random_values, -LIMIT, LIMIT)]
     points = []
     for values, residual in rows:
         for offset in np.linspace(-limit, limit, steps):
@@ -147,7 +124,7 @@ def traversal_points(axis: int, steps: int, limit: float, seed: int) -> np.ndarr
 @st.cache_resource(max_entries=4, show_spinner=False)
 def latent_map_png(_run, path: str, modified: float) -> bytes:
     """Decoded images over [-3, 3]^2 as one PNG: z1 along columns, +z2 at the top; per run."""
-    values = np.linspace(-SLIDER_LIMIT, SLIDER_LIMIT, MAP_SIZE)
+    values = np.linspace(-LIMIT, LIMIT, MAP_SIZE)
     points = np.array([(z1, z2) for z2 in values[::-1] for z1 in values], np.float32)
     return images.png_bytes(images.image_grid(_run.decode(points), cols=MAP_SIZE))
 
@@ -192,6 +169,7 @@ def sampled_dogs() -> None:
     )
 
     z, _ = samplers.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
+    st.session_state.setdefault(first_dog_key, z[0])  # where the sliders start
     decoded = run.decode(z)
     grid = ui.show_images(decoded, scale=2)
     ui.download_png(
@@ -206,24 +184,100 @@ def sampled_dogs() -> None:
         nearest_training_images(decoded)
 
 
+def server_sliders(reason: str | None) -> None:
+    """Today's sliders: a rerun and a server decode per release."""
+    if reason:
+        canvas_ui.server_note(reason)
+    for key, value in zip(sliders.widget_keys, sliders.values, strict=True):
+        st.session_state.setdefault(key, float(value))
+    slider_column, image_column = st.columns(2)
+    with slider_column:
+        values = [
+            st.slider(label, -LIMIT, LIMIT, step=STEP, key=key, persist_state="session")
+            for label, key in zip(basis.labels, sliders.widget_keys, strict=True)
+        ]
+    sliders.take_widgets(values)
+    image = run.decode(sliders.point())[0]
+    with image_column:
+        ui.show_image(image, scale=4)
+        point_buttons(image)
+
+
+def browser_sliders(decoder: BrowserDecoder) -> str | None:
+    """The sliders and a 2-D pad, decoded in the browser; the reason if it cannot."""
+    pad = pad_axes()
+    width = canvas_ui.display_width(config.image_size)
+    # The user's last move first, so that the server decodes its point only.
+    sliders.take_report(reported_values(sliders.canvas_key))
+    image = run.decode(sliders.point())[0]
+    residual = sliders.residual
+    state = latent_canvas(
+        decoder,
+        basis.origin + (residual if residual is not None else 0.0),
+        key=sliders.canvas_key,
+        directions=basis.directions,
+        scales=basis.scales,
+        values=sliders.values,
+        revision=sliders.revision,
+        labels=basis.labels,
+        value_range=(-LIMIT, LIMIT),
+        step=STEP,
+        pad=pad,
+        fallback_png=canvas_ui.server_png(image, width),
+        width=width,
+    )
+    if state.unavailable:
+        return state.unavailable
+    if sliders.take_report(state.values):
+        image = run.decode(sliders.point())[0]
+    point_buttons(image)
+    return None
+
+
+def pad_axes() -> tuple[int, int] | None:
+    """The two directions the pad moves along, chosen by the user (None: fewer than two)."""
+    if len(basis.labels) < 2:
+        return None
+    across_column, up_column = st.columns(2)
+    across = across_column.selectbox(
+        "Pad across", basis.labels, index=0, key=f"generate-{run.info.name}-pad-x"
+    )
+    others = [label for label in basis.labels if label != across]
+    up = up_column.selectbox("Pad up", others, index=0, key=f"generate-{run.info.name}-pad-y")
+    return basis.labels.index(across), basis.labels.index(up)
+
+
+def point_buttons(image: np.ndarray) -> None:
+    with st.container(horizontal=True):
+        st.button(
+            "Random point",
+            on_click=sliders.random,
+            help="Each slider from a standard normal, clipped to ±3",
+        )
+        st.button("Reset", on_click=sliders.reset)
+        ui.download_png(image, f"{run.info.name}-point.png", key="generate-point-download")
+
+
 @st.fragment
 def latent_sliders() -> None:
     st.header("Latent sliders")
+    count = len(basis.labels)
     if along_directions:
         st.caption(
-            f"Sliders move along the {len(slider_keys)} directions in which the training dogs' "
-            "latent codes vary most, in standard deviations; Reset shows the average dog."
+            f"Sliders move along the {count} directions in which the training dogs' latent "
+            "codes vary most, in standard deviations; they start at the first dog above, and "
+            "Reset shows the average dog."
         )
-    elif latent_dim > len(slider_keys):
+    elif latent_dim > count:
         st.caption(
-            f"The model has {latent_dim} latent dimensions; these are the first "
-            f"{len(slider_keys)}. The other {latent_dim - len(slider_keys)} stay at 0 (this run "
-            "has no statistics of its training set's latent codes to choose better directions)."
+            f"The model has {latent_dim} latent dimensions; these are the first {count}. The "
+            f"other {latent_dim - count} stay at 0 (this run has no statistics of its training "
+            "set's latent codes to choose better directions)."
         )
     else:
         st.caption("Each slider sets one latent coordinate; Reset shows the origin.")
-    for key in slider_keys:
-        st.session_state.setdefault(key, 0.0)
+    if not sliders.started:
+        sliders.move_to(st.session_state[first_dog_key], exact=False)
 
     upload_column, photo_column = st.columns(2)
     with upload_column:
@@ -233,31 +287,12 @@ def latent_sliders() -> None:
             ui.show_image(photo["image"], scale=2, caption="Your photo, as the model sees it")
             ui.show_image(photo["reconstruction"], scale=2, caption="Its reconstruction")
 
-    slider_column, image_column = st.columns(2)
-    with slider_column:
-        values = [
-            st.slider(
-                label,
-                -SLIDER_LIMIT,
-                SLIDER_LIMIT,
-                step=SLIDER_STEP,
-                key=key,
-                persist_state="session",
-            )
-            for label, key in zip(basis.labels, slider_keys, strict=True)
-        ]
-
-    image = run.decode(slider_point(np.array(values)))[0]
-    with image_column:
-        ui.show_image(image, scale=4)
-        with st.container(horizontal=True):
-            st.button(
-                "Random point",
-                on_click=random_point,
-                help="Each slider from a standard normal, clipped to ±3",
-            )
-            st.button("Reset", on_click=reset)
-            ui.download_png(image, f"{run.info.name}-point.png", key="generate-point-download")
+    decoder, reason = canvas_ui.browser_decoder(run)
+    reason = reason or browser_failed(sliders.canvas_key)
+    if not reason:
+        reason = browser_sliders(decoder)
+    if reason:
+        server_sliders(reason)
 
 
 @st.fragment
@@ -275,8 +310,8 @@ def traversal() -> None:
     limit = range_column.slider(
         "Range (±)",
         0.5,
-        SLIDER_LIMIT,
-        SLIDER_LIMIT,
+        LIMIT,
+        LIMIT,
         step=0.5,
         key="generate-traversal-range",
         persist_state="session",
@@ -324,7 +359,7 @@ def latent_map() -> None:
         )
         return
     training = pd.DataFrame(stats.points, columns=["z1", "z2"])
-    point = slider_point(slider_values())
+    point = sliders.point()
     current = pd.DataFrame({"z1": [point[0]], "z2": [point[1]]})
     training = training.assign(series="training dogs", size=20)
     current = current.assign(series="slider point", size=200)

@@ -1,15 +1,19 @@
-"""Interpolate: the way from one dog to another through latent space, as a strip and a GIF."""
+"""Interpolate: the way from one dog to another through latent space: an animation played in
+the browser, a strip and a GIF."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from dogvae import images, latent, samplers, ui
+from dogvae import canvas_ui, images, latent, samplers, ui
+from dogvae.components.latent_canvas import browser_failed, frame_player
 
 RANDOM = "Random point"
 DATASET = "Dataset image"
 UPLOAD = "Uploaded photo"
+PLAYER_KEY = "interpolate-player"
+FPS = 8.0  # the animation's frames per second in the browser
 
 ui.sidebar()
 st.title("Interpolate")
@@ -17,6 +21,7 @@ run = ui.require_model()
 config = run.info.model_config
 image_shape = (config.image_size, config.image_size, config.channels)
 colour = "grayscale" if config.channels == 1 else "RGB"
+canvas_ui.preload_run(run)  # the decoder's session, while the page goes on
 
 
 def dataset_point(side: str) -> np.ndarray | None:
@@ -100,6 +105,25 @@ def frame_viewer(frames: np.ndarray) -> None:
     ui.show_image(frames[number - 1], scale=4, caption=f"Frame {number} of {len(frames)}")
 
 
+def animation(points: np.ndarray, frames: np.ndarray) -> None:
+    """The frames played in the browser (play, pause, scrub), else the server's frame viewer."""
+    decoder, reason = canvas_ui.browser_decoder(run)
+    reason = reason or browser_failed(PLAYER_KEY)
+    if not reason:
+        width = canvas_ui.display_width(config.image_size)
+        reason = frame_player(
+            decoder,
+            points,
+            key=PLAYER_KEY,
+            fps=FPS,
+            fallback_png=canvas_ui.server_png(frames[0], width),
+            width=width,
+        ).unavailable
+    if reason:
+        canvas_ui.server_note(reason)
+        frame_viewer(frames)
+
+
 start_column, end_column = st.columns(2)
 with start_column:
     start = endpoint("Start", 1)
@@ -122,11 +146,12 @@ method = method_column.radio(
 if start is None or end is None:
     st.info("Choose both ends above to see the interpolation.")
 else:
-    frames = run.decode(latent.interpolate(start, end, steps, method))
+    points = latent.interpolate(start, end, steps, method)
+    frames = run.decode(points)
     strip = images.image_strip(frames)
     strip_scale = 2 if config.image_size <= 64 and 2 * strip.shape[1] <= ui.MAX_IMAGE_WIDTH else 1
     ui.show_image(strip, scale=strip_scale, caption=f"{steps} steps, {method}")
-    frame_viewer(frames)
+    animation(points, frames)
 
     with st.container(horizontal=True):
         name = f"{run.info.name}-interpolation"

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dogvae import runs, ui
+from dogvae import export, runs, ui
 from dogvae.training import TrainingJob
 from dogvae.training.checkpoint import (
     Checkpoint,
@@ -126,6 +126,20 @@ def losses(run: runs.RunInfo) -> str:
     return f"{line} · trained for {number(run.config.get('seconds'), 0)} s · saved {created(run)}"
 
 
+def loss_axis(values: pd.Series, epochs: pd.Series) -> tuple[float, float, bool]:
+    """The loss axis' (low, high) around the curve, and whether epoch 1 lies above it.
+
+    Epoch 1's loss is often several times the rest (the KL term before it settles): an
+    axis from 0, or up to it, would draw the learning after it as a flat line.
+    """
+    later = epochs > 1
+    # With one epoch after the first, the curve is those two points: show both.
+    top = values[later].max() if epochs[later].nunique() >= 2 else values.max()
+    low, high = values.min(), max(top, values.min())
+    margin = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+    return float(low - margin), float(high + margin), bool(values.max() > high + margin)
+
+
 def loss_curve(run: runs.RunInfo) -> None:
     history = pd.DataFrame(runs.read_history(run.path))
     columns = [
@@ -136,9 +150,33 @@ def loss_curve(run: runs.RunInfo) -> None:
     if "epoch" not in history or not columns:
         st.caption("No loss history was saved with this run.")
         return
-    st.line_chart(
-        history, x="epoch", y=columns, x_label="epoch", y_label="loss per image", height=220
+    long = history[["epoch", *columns]].melt(
+        id_vars="epoch", var_name="series", value_name="per image"
     )
+    long = long.dropna(subset=["per image"])
+    low, high, first_above = loss_axis(long["per image"], long["epoch"])
+    st.vega_lite_chart(
+        long,
+        {
+            "mark": {"type": "line", "clip": True, "tooltip": True},
+            "encoding": {
+                "x": {"field": "epoch", "type": "quantitative", "title": "epoch"},
+                "y": {
+                    "field": "per image",
+                    "type": "quantitative",
+                    "title": "loss per image",
+                    "scale": {"domain": [low, high], "zero": False, "nice": False},
+                },
+                "color": {"field": "series", "type": "nominal", "title": None},
+            },
+            "height": 220,
+        },
+    )
+    if first_above:
+        first = long.loc[long["epoch"] == long["epoch"].min(), "per image"].max()
+        st.caption(
+            f"Epoch 1 ({number(first)}) is above the chart, so that the learning after it shows."
+        )
 
 
 def forget(path: Path) -> None:
@@ -260,6 +298,17 @@ def run_card(run: runs.RunInfo, active: bool) -> None:
                 mime="application/zip",
                 key=f"download-{run.name}",
                 on_click="ignore",
+            )
+            st.download_button(
+                "Download decoder (ONNX)",
+                # Exported only when clicked: it loads the model (TensorFlow).
+                data=functools.partial(export.export_zip, run.path),
+                file_name=f"{run.name}-decoder.zip",
+                mime="application/zip",
+                key=f"download-decoder-{run.name}",
+                on_click="ignore",
+                help="decoder.onnx and export.json, as `python -m dogvae export` writes them and "
+                "the Generate page's browser decoder loads them",
             )
             if st.button(
                 "Delete",

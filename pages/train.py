@@ -32,6 +32,19 @@ SERIES = {
     "val_kl": "kl (validation)",
 }
 
+FINISHED = ("finished", "budget", "stopped", "diverged")  # a job that saved a run
+
+
+def adopt_finished_run(job) -> None:
+    """Make the run a job just saved the active model, once, before the sidebar names it."""
+    if job is None or job.running or job.status not in FINISHED or job.run_dir is None:
+        return
+    if not st.session_state.get("job_announced"):
+        ui.set_active_run(job.run_dir)
+        st.session_state["job_announced"] = True
+
+
+adopt_finished_run(ui.training_job())
 ui.sidebar()
 st.title("Train")
 
@@ -229,10 +242,7 @@ if job is not None and job.running:
     st.stop()
 
 if job is not None:
-    if job.status in ("finished", "budget", "stopped", "diverged") and job.run_dir is not None:
-        if not st.session_state.get("job_announced"):
-            ui.set_active_run(job.run_dir)
-            st.session_state["job_announced"] = True
+    if job.status in FINISHED and job.run_dir is not None:
         note = {
             "finished": st.success,
             "budget": st.success,

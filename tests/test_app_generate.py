@@ -49,6 +49,12 @@ def latent_stats(latent_dim: int) -> LatentStats:
     return latent.latent_statistics(means, rng.uniform(-4.0, 0.0, means.shape))
 
 
+@pytest.fixture(autouse=True)
+def server_path(monkeypatch):
+    """Today's path, the sliders drawn by the server; the browser decoder's tests undo it."""
+    monkeypatch.setenv("DOGVAE_BROWSER_DECODER", "0")
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, tuple]:
     """(encoder, decoder) of each saved run, to compute in the test what the page should show."""
@@ -161,6 +167,17 @@ def sliders(at: AppTest) -> list:
 
 def slider_values(at: AppTest) -> list[float]:
     return [slider.value for slider in sliders(at)]
+
+
+def first_dog(run_dir: Path) -> tuple[np.ndarray, list[float]]:
+    """Where the sliders start: the first dog of the page's default grid (16, seed 0), its
+    latent point and its slider values (clipped to ±3, on the 0.05 grid)."""
+    stats = runs.read_latent_stats(run_dir)
+    latent_dim = runs.read_run_info(run_dir).model_config.latent_dim
+    sampler = samplers.samplers_for(stats)[0]
+    z = samplers.draw_latents(16, latent_dim, stats, sampler, 0, 1.0)[0][0]
+    values, _ = latent.slider_basis(latent_dim, stats).from_point(z)
+    return z, [round(round(value / 0.05) * 0.05, 2) for value in np.clip(values, -3, 3)]
 
 
 def scatter_series(at: AppTest) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -315,20 +332,34 @@ def test_moving_a_slider_changes_the_decoded_image(tiny_run):
     assert image_urls(at)[0] == grid_url
 
 
+def test_the_sliders_start_at_the_first_dog_of_the_grid(tiny_run, models, media):
+    z, values = first_dog(tiny_run)
+    at = generate_page()
+    assert slider_values(at) == pytest.approx(values)
+    # Plain axes: the values are the first dog's coordinates (rounded to the sliders' step).
+    assert np.abs(np.array(values) - z).max() <= 0.025 + 1e-6
+    shown = downloaded(media, at, "generate-point-download")
+    assert np.array_equal(shown, decoded_png(models["tiny"][1], np.array(values)))
+
+
 def test_random_point_then_reset(wide_run):
     at = generate_page()
-    origin = point_url(at)
-    assert slider_values(at) == [0.0] * 8
+    start = point_url(at)
+    assert slider_values(at) == pytest.approx(first_dog(wide_run)[1])
 
     click(at, "Random point")
     values = slider_values(at)
     assert any(values)  # eight exact zeros from a normal distribution do not happen
     assert all(-3.0 <= value <= 3.0 for value in values)
     assert np.allclose(np.round(np.array(values) / 0.05) * 0.05, values)
-    assert point_url(at) != origin
+    assert point_url(at) != start
 
     click(at, "Reset")
     assert slider_values(at) == [0.0] * 8
+    origin = point_url(at)
+    assert origin != start
+    click(at, "Random point")
+    click(at, "Reset")
     assert point_url(at) == origin
 
 
@@ -392,7 +423,7 @@ def test_an_uploaded_photo_puts_the_sliders_at_its_point(pca_run, models, media)
 def test_an_unusable_upload_is_refused_and_changes_nothing(tiny_run):
     at = generate_page()
     run(at.slider(key="generate-tiny-z1").set_value(1.0))
-    point = point_url(at)
+    point, before = point_url(at), slider_values(at)
 
     run(
         at.file_uploader(key="generate-tiny-upload").set_value(
@@ -400,7 +431,7 @@ def test_an_unusable_upload_is_refused_and_changes_nothing(tiny_run):
         )
     )
     assert any("not a usable image" in error.value for error in at.error)
-    assert slider_values(at) == [1.0, 0.0]
+    assert slider_values(at) == before and before[0] == 1.0
     assert point_url(at) == point
     assert "Its reconstruction" not in captions(at)
 
@@ -435,7 +466,8 @@ def test_a_2d_run_shows_the_latent_map_and_the_training_dogs(tiny_run, media):
     assert downloaded(media, at, "generate-map-download").shape[:2] == (side, side)
     training, point = scatter_series(at)
     assert len(training) == 300  # every made-up latent mean (fewer than MAX_SCATTER_POINTS)
-    assert point[["z1", "z2"]].values.tolist() == [[0.0, 0.0]]
+    _, values = first_dog(tiny_run)
+    assert point[["z1", "z2"]].values == pytest.approx(np.array([values]), abs=1e-6)
 
     # The point marks the sliders when the map was drawn, and moves with Update.
     run(at.slider(key="generate-tiny-z1").set_value(1.5))
@@ -497,6 +529,93 @@ def test_sliders_survive_a_page_switch_but_not_a_model_switch(tiny_run, saved_ru
     run(at.switch_page(PAGE))
     assert at.slider(key="generate-tiny-z1").value == 1.5
 
-    at.session_state["active_run"] = str(copy_without_statistics(saved_runs, runs_folder))
+    wide = copy_without_statistics(saved_runs, runs_folder)
+    at.session_state["active_run"] = str(wide)
     run(at)
-    assert slider_values(at) == [0.0] * 8
+    assert slider_values(at) == pytest.approx(first_dog(wide)[1])
+
+
+def canvas_data(at: AppTest) -> dict | None:
+    """What the page hands the browser's latent canvas, or None without one."""
+    import json
+
+    shown = [json.loads(element.proto.json) for element in at.get("bidi_component")]
+    shown = [data for data in shown if not data.get("preload")]  # the runtime, loading ahead
+    if not shown:
+        return None
+    (data,) = shown
+    return data
+
+
+@pytest.fixture
+def browser_path(monkeypatch):
+    from dogvae.components.latent_canvas import runtime_missing
+
+    if runtime_missing():
+        pytest.skip(runtime_missing())
+    monkeypatch.delenv("DOGVAE_BROWSER_DECODER")
+
+
+def test_the_browser_draws_the_sliders_and_a_pad_from_the_first_dog(wide_run, browser_path, models):
+    at = generate_page()
+    data = canvas_data(at)
+    assert data is not None and not sliders(at)
+    assert not any("Decoding on the server" in caption.value for caption in at.caption)
+    assert data["values"] == pytest.approx(first_dog(wide_run)[1])
+    assert data["labels"] == [f"z{index}" for index in range(1, 9)] and data["pad"] == [0, 1]
+    assert data["range"] == [-3.0, 3.0] and data["step"] == 0.05
+    assert data["fallback"].startswith("data:image/png;base64,")
+    revision = data["revision"]
+
+    run(at.selectbox(key="generate-wide-pad-x").set_value("z3"))
+    run(at.selectbox(key="generate-wide-pad-y").set_value("z8"))
+    assert canvas_data(at)["pad"] == [2, 7]
+    assert canvas_data(at)["revision"] == revision  # choosing the pad keeps the user's point
+
+    click(at, "Random point")
+    data = canvas_data(at)
+    assert data["revision"] == revision + 1 and data["values"] != first_dog(wide_run)[1]
+    click(at, "Reset")
+    assert canvas_data(at)["revision"] == revision + 2
+    assert canvas_data(at)["values"] == [0.0] * 8
+
+
+def test_without_the_runtime_files_one_line_says_so_and_the_server_draws(
+    tiny_run, browser_path, monkeypatch, tmp_path, media
+):
+    from dogvae.components import latent_canvas
+
+    monkeypatch.setattr(latent_canvas, "VENDOR_DIR", tmp_path)
+    at = generate_page()
+    assert canvas_data(at) is None
+    notes = [caption.value for caption in at.caption if "Decoding on the server" in caption.value]
+    assert len(notes) == 1 and "make setup" in notes[0]
+    assert [slider.label for slider in sliders(at)] == ["z1", "z2"]
+    assert pixels(media, image_urls(at)[1]).shape == (4 * SIDE, 4 * SIDE)  # the point's image
+
+
+def test_once_the_browser_cannot_decode_the_server_draws(tiny_run, browser_path):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["generate-tiny-canvas:unavailable"] = "this browser has no WebAssembly"
+    run(at.switch_page(PAGE))
+    assert canvas_data(at) is None
+    assert "Decoding on the server: this browser has no WebAssembly." in [
+        caption.value for caption in at.caption
+    ]
+    assert [slider.label for slider in sliders(at)] == ["z1", "z2"]
+    assert not [box for box in at.selectbox if (box.key or "").startswith("generate-tiny-pad")]
+
+
+def test_the_runtime_and_the_decoder_load_ahead_of_the_canvas(tiny_run, browser_path):
+    import json
+
+    at = generate_page()
+    preloads = [
+        data
+        for data in (json.loads(element.proto.json) for element in at.sidebar.get("bidi_component"))
+        if data.get("preload")
+    ]
+    # The sidebar's, on every page (the runtime alone), and this page's (the run's decoder).
+    assert [data["decoder"] is None for data in preloads] == [True, False]
+    assert preloads[1]["decoder"] == canvas_data(at)["decoder"]
+    assert preloads[0]["wasm_url"] == canvas_data(at)["wasm_url"]

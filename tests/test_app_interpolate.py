@@ -1,4 +1,5 @@
-"""AppTest for the Interpolate page: endpoints, the strip, the frame viewer and the downloads.
+"""AppTest for the Interpolate page: endpoints, the strip, the animation (played in the
+browser, or the server's frame viewer) and the downloads.
 
 One untrained seed-preset run is saved once per module and copied into each
 test's own runs folder.
@@ -28,6 +29,12 @@ APP = Path(__file__).parent.parent / "streamlit_app.py"
 PAGE = "pages/interpolate.py"
 SIDE = 64  # ModelConfig's default image size
 PAD = 2  # images.image_strip's default border
+
+
+@pytest.fixture(autouse=True)
+def server_path(monkeypatch):
+    """Today's path, the frame viewer drawn by the server; the browser player's tests undo it."""
+    monkeypatch.setenv("DOGVAE_BROWSER_DECODER", "0")
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +230,56 @@ def test_dataset_image_needs_a_matching_dataset(tiny_run):
     assert not at.exception
     assert any("32x32 RGB" in info.value and "64x64 grayscale" in info.value for info in at.info)
     assert not at.download_button
+
+
+@pytest.fixture
+def browser_path(monkeypatch):
+    from dogvae.components.latent_canvas import runtime_missing
+
+    if runtime_missing():
+        pytest.skip(runtime_missing())
+    monkeypatch.delenv("DOGVAE_BROWSER_DECODER")
+
+
+def player_data(at: AppTest) -> dict | None:
+    """What the page hands the browser's frame player, or None without one."""
+    import json
+
+    shown = [json.loads(element.proto.json) for element in at.get("bidi_component")]
+    shown = [data for data in shown if not data.get("preload")]  # the runtime, loading ahead
+    return shown[0] if shown else None
+
+
+def test_the_browser_plays_the_frames_and_the_strip_and_gif_stay(tiny_run, browser_path, media):
+    from dogvae import latent, samplers
+    from dogvae.runs import read_latent_stats
+
+    at = interpolate_page()
+    data = player_data(at)
+    assert data is not None and data["autoplay"] and data["fps"] == 8.0
+    assert not [slider for slider in at.slider if slider.key == "interpolate-frame"]
+    stats = read_latent_stats(tiny_run)
+    ends = [samplers.draw_latents(1, 2, stats, samplers.AUTO, seed)[0][0] for seed in (1, 2)]
+    expected = latent.interpolate(ends[0], ends[1], 8, "slerp")
+    assert np.allclose(data["frames"], expected, atol=1e-6)
+    assert data["fallback"].startswith("data:image/png;base64,")  # the first frame, until then
+    # The strip and both downloads are still there.
+    assert image_url(at, "8 steps, slerp")
+    assert at.download_button(key="interpolate-png-download")
+    assert "tiny-interpolation.gif" in media
+
+    at.slider(key="interpolate-steps").set_value(5).run()
+    assert len(player_data(at)["frames"]) == 5
+
+
+def test_once_the_browser_cannot_play_the_server_shows_the_frames(tiny_run, browser_path):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["interpolate-player:unavailable"] = "this browser has no WebAssembly"
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and player_data(at) is None
+    assert "Decoding on the server: this browser has no WebAssembly." in [
+        caption.value for caption in at.caption
+    ]
+    assert at.slider(key="interpolate-frame").max == 8
+    assert image_url(at, "Frame 1 of 8")

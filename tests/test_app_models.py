@@ -127,6 +127,37 @@ def test_lists_both_runs_newest_first_and_marks_the_active_one(two_runs):
     assert not at.button(key="activate-alpha").disabled
 
 
+def loss_chart_axis(at: AppTest, index: int = 0) -> list[float]:
+    spec = json.loads(at.get("vega_lite_chart")[index].proto.spec)
+    return spec["encoding"]["y"]["scale"]["domain"]
+
+
+def test_the_loss_axis_starts_where_the_curve_is(two_runs):
+    # Two epochs: both shown, on an axis around them rather than from 0.
+    at = models_page()
+    low, high = loss_chart_axis(at)
+    assert 240 < low < 250 and 302 < high < 310
+    assert not any("above the chart" in text for text in texts(at.caption))
+
+    # A first epoch far above the rest (as the default model's 7,801 before 2,600 ... 2,400):
+    # the axis follows the later epochs, and a line says where epoch 1 went.
+    losses = [7801.0, 2600.0, 2544.0, 2528.0, 2500.0, 2450.0]
+    history = [
+        {**HISTORY[0], "epoch": epoch, "loss": loss, "val_loss": loss - 20.0}
+        for epoch, loss in enumerate(losses, start=1)
+    ]
+    (two_runs / "beta" / "history.csv").write_text(
+        "epoch,loss,val_loss\n"
+        + "".join(f"{row['epoch']},{row['loss']},{row['val_loss']}\n" for row in history)
+    )
+    at = models_page()
+    low, high = loss_chart_axis(at)
+    assert 2350 < low < 2430 and 2600 < high < 2700
+    assert "Epoch 1 (7,801.0) is above the chart, so that the learning after it shows." in texts(
+        at.caption
+    )
+
+
 def test_make_active_sets_the_session_run(two_runs):
     at = models_page()
     run(at.button(key="activate-alpha").click())
@@ -216,8 +247,9 @@ def test_zip_is_made_only_when_downloaded(two_runs, monkeypatch):
     monkeypatch.setattr(runs, "zip_run", lambda path: zipped.append(path) or zip_run(path))
 
     at = models_page()
-    assert [button.label for button in at.download_button] == ["Download ZIP"] * 2
-    assert sorted(downloads) == ["alpha.zip", "beta.zip"]
+    labels = [button.label for button in at.download_button]
+    assert labels == ["Download ZIP", "Download decoder (ONNX)"] * 2
+    assert sorted(downloads) == ["alpha-decoder.zip", "alpha.zip", "beta-decoder.zip", "beta.zip"]
     assert zipped == []
 
     make_zip, mimetype = downloads["alpha.zip"]
@@ -226,6 +258,34 @@ def test_zip_is_made_only_when_downloaded(two_runs, monkeypatch):
         assert "alpha/config.json" in archive.namelist()
         assert "alpha/encoder.keras" in archive.namelist()
     assert zipped == [two_runs / "alpha"]
+
+
+def test_the_decoder_export_is_a_download_made_only_when_clicked(two_runs, monkeypatch):
+    from dogvae import export
+
+    downloads = {}
+    register = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        downloads[file_name] = data_callable
+        return register(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    exported = []
+    export_zip = export.export_zip
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    monkeypatch.setattr(
+        export, "export_zip", lambda path: exported.append(path) or export_zip(path)
+    )
+    models_page()
+    assert exported == []
+    with zipfile.ZipFile(io.BytesIO(downloads["beta-decoder.zip"]())) as archive:
+        assert sorted(archive.namelist()) == [
+            "beta-decoder/decoder.onnx",
+            "beta-decoder/export.json",
+        ]
+        info = json.loads(archive.read("beta-decoder/export.json"))
+    assert exported == [two_runs / "beta"]
+    assert info["format"] == "dogvae-decoder-onnx" and info["latent_dim"] == 2
 
 
 def test_page_does_not_load_tensorflow(two_runs):

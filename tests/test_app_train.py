@@ -189,6 +189,12 @@ def test_training_can_start_from_the_default_model(seed_default_run, train_app):
     saved = json.loads((runs_dir / "fine-tuned" / "config.json").read_text())
     assert saved["init_from"]["run"] == str(default)
 
+    # The sidebar named the default model as active; once the new run is, it names that one
+    # in the same script run as the message, not only on the next page.
+    app.run()
+    assert any("now the active model" in box.value for box in app.success)
+    assert "**fine-tuned**" in [markdown.value for markdown in app.sidebar.markdown]
+
 
 def test_the_default_model_is_offered_only_for_its_own_architecture(seed_default_run, train_app):
     app, _ = train_app

@@ -156,9 +156,23 @@ def test_scale_bench_on_a_few_synthetic_images():
 @pytest.mark.browser
 def test_latency_bench_in_a_real_browser(needs_browser):
     out = bench(
-        "latency.py", "--presses", "4", "--warmup", "1", "--starts", "1", "--read-seconds", "1"
+        "latency.py",
+        *("--presses", "4", "--warmup", "1", "--starts", "1", "--read-seconds", "1"),
+        *("--rounds", "1", "--drag-seconds", "1"),
     )
     result = json_output(out)
+    canvas = result["browser_decoder"]
+    assert canvas["rounds"] == 1
+    for kind in ("drag_display_rate", "drag_playwright_moves"):
+        dragged = canvas[kind]
+        assert dragged["decode"]["n"] > 0 and dragged["input_to_pixels"]["n"] > 0
+        assert 0 < dragged["decode"]["p50_ms"] <= dragged["decode"]["p95_ms"] < 60_000
+        assert dragged["frames_per_second_median"] > 0
+        assert dragged["reruns_during_drag"] == [0]  # values reach the server on release only
+    (moves,) = canvas["twenty_moves"]
+    assert moves["websocket_bytes_during_moves"] == 0 and moves["websocket_bytes_release_rerun"] > 0
+    assert canvas["decoder_requests_per_tab"] == [1]
+    assert canvas["title_to_first_canvas_ms"][0] > 0
     slider = result["slider"]
     assert slider["n"] == 4
     # Both ends come from the page's own clock: a redraw takes some time, but not minutes.

@@ -148,6 +148,50 @@ def test_generate_writes_raw_samples_as_an_array_or_one_png_each(trained_run, tm
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_export_writes_what_the_browser_decoder_loads(trained_run, tmp_path, capsys):
+    from dogvae.export import ONNX_FILE, read_export, run_onnx
+    from dogvae.loaded_run import load_run
+
+    run_dir, _ = trained_run
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = read_export(out)
+    run = load_run(run_dir)
+    config = run.info.model_config
+    assert (info["latent_dim"], info["image_size"], info["channels"]) == (
+        config.latent_dim,
+        config.image_size,
+        config.channels,
+    )
+    point = np.random.default_rng(0).standard_normal((2, config.latent_dim)).astype(np.float32)
+    onnx_images = run_onnx((out / ONNX_FILE).read_bytes(), point)
+    np.testing.assert_allclose(onnx_images, run.decode(point), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t: ["export", t / "none", "--out", t / "e"], "no such run folder"),
+        (lambda t: ["export", t, "--out", t / "e"], "not a dogvae run"),
+    ],
+)
+def test_export_of_a_bad_run_folder_exits_2_in_one_line(tmp_path, capsys, make_args, message):
+    assert main([str(arg) for arg in make_args(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dogvae export: error:") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists()
+
+
+def test_export_refuses_a_file_as_its_out_folder(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    (tmp_path / "taken").write_text("keep me")
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "taken")]) == 2
+    assert "must be a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
 def test_generate_samples_near_or_like_the_data_or_from_the_prior(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     grids = {}
