@@ -40,8 +40,8 @@ class LoadedRun:
 
     def evaluate(self, images: np.ndarray) -> dict[str, float]:
         """Mean per-image loss, reconstruction, kl, floor, excess and PSNR on ``images``, as
-        ``dogvae.model.evaluate_images`` computes them."""
-        from dogvae.model import evaluate_images
+        ``dogvae.evaluation.evaluate_images`` computes them."""
+        from dogvae.evaluation import evaluate_images
 
         return evaluate_images(self.encoder, self.decoder, images, scale_decoder=self.scale_decoder)
 

@@ -198,6 +198,14 @@ def kl_to_prior(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
 
 
+def loss_terms(images, means, z_mean, z_log_var, log_scales=None):
+    """Per-image (reconstruction, kl) under the decoder's likelihood: binary cross-entropy
+    around ``means``, or, given ``log_scales``, the discretised logistic's -log p(x|z)."""
+    if log_scales is None:
+        return vae_loss_terms(images, means, z_mean, z_log_var)
+    return logistic_nll(images, means, log_scales), kl_to_prior(z_mean, z_log_var)
+
+
 def to_float_images(images):
     """uint8 0..255 -> float32 0..1; float input is taken as already scaled.
 
@@ -259,12 +267,10 @@ class VAE(keras.Model):
         images = to_float_images(images)
         z_mean, z_log_var, z = self.encoder(images, training=training)
         if self.scale_decoder is None:
-            reconstruction = self.decoder(z, training=training)
-            reconstruction_loss, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+            means, log_scales = self.decoder(z, training=training), None
         else:
             means, log_scales = self._outputs(z, training=training)
-            reconstruction_loss = logistic_nll(images, means, log_scales)
-            kl = kl_to_prior(z_mean, z_log_var)
+        reconstruction_loss, kl = loss_terms(images, means, z_mean, z_log_var, log_scales)
         return ops.mean(reconstruction_loss), ops.mean(kl)
 
     def _update(self, reconstruction_loss, kl):
@@ -384,72 +390,3 @@ def decode(decoder: keras.Model, z: np.ndarray, batch_size: int = 256) -> np.nda
             for start in range(0, len(z), batch_size)
         ]
     return np.concatenate(parts) if parts else np.zeros((0, *decoder.output_shape[1:]), np.float32)
-
-
-def evaluate_images(
-    encoder: keras.Model,
-    decoder: keras.Model,
-    images: np.ndarray,
-    batch_size: int = 256,
-    scale_decoder: keras.Model | None = None,
-) -> dict[str, float]:
-    """Mean per-image figures of a model on ``images``: the one evaluation used everywhere.
-
-    Returns:
-        ``loss``, ``reconstruction`` and ``kl`` (one sampled z per image, as in
-        training); ``floor``, the lowest reconstruction the likelihood allows (the
-        cross-entropy of the images with themselves for binary cross-entropy, which
-        is never 0 for grey levels; 0 for a discrete likelihood); ``excess`` = loss -
-        floor; and ``psnr``, the mean per-image PSNR in dB of the reconstruction
-        decoded from z_mean.
-    """
-    losses = per_image_losses(encoder, decoder, images, batch_size, scale_decoder)
-    floors, psnrs = [], []
-    for start in range(0, len(images), batch_size):
-        batch = ops.convert_to_numpy(to_float_images(images[start : start + batch_size]))
-        zeros = np.zeros((len(batch), 1), np.float32)
-        if scale_decoder is None:
-            floors.append(ops.convert_to_numpy(vae_loss_terms(batch, batch, zeros, zeros)[0]))
-        else:
-            floors.append(np.zeros(len(batch)))
-        z_mean, _, _ = encoder(batch, training=False)
-        reconstruction = ops.convert_to_numpy(decoder(z_mean, training=False))
-        mse = np.mean(np.square(reconstruction - batch), axis=(1, 2, 3))
-        psnrs.append(10 * np.log10(1.0 / np.maximum(mse, 1e-10)))
-    floor = np.concatenate(floors)
-    return {
-        "loss": float(losses["loss"].mean()),
-        "reconstruction": float(losses["reconstruction"].mean()),
-        "kl": float(losses["kl"].mean()),
-        "floor": float(floor.mean()),
-        "excess": float((losses["loss"] - floor).mean()),
-        "psnr": float(np.concatenate(psnrs).mean()),
-    }
-
-
-def per_image_losses(
-    encoder: keras.Model,
-    decoder: keras.Model,
-    images: np.ndarray,
-    batch_size: int = 256,
-    scale_decoder: keras.Model | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-image reconstruction, kl and loss of ``images`` (one sampled z each, as in training)."""
-    reconstruction_parts, kl_parts = [], []
-    for start in range(0, len(images), batch_size):
-        batch = to_float_images(images[start : start + batch_size])
-        z_mean, z_log_var, z = encoder(batch, training=False)
-        reconstruction = decoder(z, training=False)
-        if scale_decoder is None:
-            reconstruction_loss, kl = vae_loss_terms(batch, reconstruction, z_mean, z_log_var)
-        else:
-            log_scales = scale_decoder(z, training=False)
-            reconstruction_loss = logistic_nll(batch, reconstruction, log_scales)
-            kl = kl_to_prior(z_mean, z_log_var)
-        reconstruction_parts.append(ops.convert_to_numpy(reconstruction_loss))
-        kl_parts.append(ops.convert_to_numpy(kl))
-    reconstruction_loss = (
-        np.concatenate(reconstruction_parts) if reconstruction_parts else np.zeros(0)
-    )
-    kl = np.concatenate(kl_parts) if kl_parts else np.zeros(0)
-    return {"loss": reconstruction_loss + kl, "reconstruction": reconstruction_loss, "kl": kl}

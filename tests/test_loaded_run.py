@@ -9,8 +9,9 @@ import pytest
 from conftest import save_test_run
 
 from dogvae.config import ModelConfig
+from dogvae.evaluation import evaluate_images
 from dogvae.loaded_run import load_run
-from dogvae.model import build_decoder, build_encoder, decode, encode, evaluate_images
+from dogvae.model import build_decoder, build_encoder, decode, encode
 
 
 def save(path):

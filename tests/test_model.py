@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from dogvae.config import ModelConfig
+from dogvae.evaluation import per_image_losses
 from dogvae.model import (
     Sampling,
     build_decoder,
@@ -11,7 +12,6 @@ from dogvae.model import (
     decode,
     encode,
     inference_function,
-    per_image_losses,
     vae_loss_terms,
 )
 
@@ -205,7 +205,7 @@ def test_sampling_layer_is_registered_for_h5_loading():
 
 
 def test_evaluation_reports_floor_excess_and_psnr():
-    from dogvae.model import evaluate_images
+    from dogvae.evaluation import evaluate_images
 
     config = ModelConfig(image_size=32, conv_filters=(8, 16))
     encoder, decoder = build_encoder(config), build_decoder(config)
