@@ -52,7 +52,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("epoch", "batch"), [(1, 2), (0, 4)], ids=["mid-epoch", "epoch-boundary"])
-def test_a_resumed_training_matches_an_uninterrupted_one_bit_for_bit(
+def test_a_resumed_training_has_the_weights_of_an_uninterrupted_one_bit_for_bit(
     tmp_path, uninterrupted, epoch, batch
 ):
     run = tmp_path / "run"
@@ -77,8 +77,12 @@ def test_a_resumed_training_matches_an_uninterrupted_one_bit_for_bit(
     for mine, theirs in zip(weights(resumed), weights(uninterrupted), strict=True):
         np.testing.assert_array_equal(mine, theirs)  # the README's claim: bit for bit on CPU
     for mine, theirs in zip(resumed.history, uninterrupted.history, strict=True):
-        for key in ("loss", "val_loss", "kl", "learning_rate", "kl_weight", "batches"):
+        for key in ("learning_rate", "kl_weight", "batches"):
             assert mine[key] == theirs[key], key
+        # The reported losses are sums over pixels and images that several CPU threads may
+        # add in another order (their value is on no gradient): equal to float32 rounding.
+        for key in ("loss", "reconstruction", "kl", "val_loss"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-6), key
 
 
 def test_the_fits_of_a_resumed_training():

@@ -1,7 +1,7 @@
 """kill -9 in real processes: inside an epoch, inside a checkpoint write, inside the final
 save. After every kill the run folder holds an intact checkpoint (or the finished run), the
 next ``train --resume`` goes on from it, and the last one finishes a run that loads, with
-the very losses of the other runs, killed at other moments."""
+the losses of the other runs, killed at other moments."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dogvae.training import checkpoint as ckpt
@@ -153,6 +154,8 @@ def test_twenty_kills_at_random_moments_then_resume_finishes_a_run_that_loads(tm
         loaded = load_run(run)
         assert loaded.info.config["status"] == "finished"
         losses.append([(row["loss"], row["val_loss"]) for row in history])
-    # Killed at different moments, the four runs still trained exactly alike.
-    assert all(chain_losses == losses[0] for chain_losses in losses)
+    # Killed at different moments, the four runs still trained alike (to float32 rounding,
+    # see test_training_checkpoint).
+    for chain_losses in losses[1:]:
+        assert np.allclose(chain_losses, losses[0], rtol=1e-6, atol=0)
     print(f"{kills} kills and {CHAINS} resumed runs in {time.monotonic() - started:.0f} s")
