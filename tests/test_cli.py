@@ -343,7 +343,7 @@ def test_evaluate_prints_mean_losses(trained_run, capsys):
     assert 0 < result["reconstruction"] < 64 * 64 * 1.0
     # Bits per dimension of the 8-bit images, next to the losses.
     assert result["iwae_samples"] == 16
-    assert 0 < result["iwae_bpd"] < result["elbo_bpd"] < 16
+    assert 0 < result["iwae_bpd"] <= result["elbo_bpd"] < 16  # equal to 4 decimals when q is tight
     assert result["elbo_bpd"] == pytest.approx(
         result["reconstruction_bpd"] + result["kl_bpd"], abs=0.01
     )

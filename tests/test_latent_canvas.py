@@ -112,7 +112,10 @@ def test_urls_follow_the_base_url_path(export_dir: Path) -> None:
     assert component_data(app)["ort_url"].startswith("/dogs/component/")
 
 
-def test_once_the_browser_failed_the_canvas_steps_aside(export_dir: Path) -> None:
+def test_once_the_browser_failed_the_canvas_steps_aside(
+    export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(canvas, "runtime_missing", lambda: None)  # installed or not here
     app = run_canvas(export_dir, remembered="this browser has no WebAssembly")
     assert "unavailable: this browser has no WebAssembly" in texts(app)
     assert not [node for node in app._tree.main.children.values() if node.type == "bidi_component"]
