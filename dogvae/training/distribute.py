@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from dogvae.config import STRATEGIES
@@ -55,3 +56,19 @@ def is_distributed(strategy: Any) -> bool:
 
     with strategy.scope():
         return tf.distribute.has_strategy()
+
+
+def lost_worker_message(error: Exception, run_dir: str | Path | None = None) -> str:
+    """What to tell a worker whose collective step failed: a peer is gone, resume them all.
+
+    TensorFlow aborts the collectives of the others (UnavailableError, "Connection
+    reset by peer") when a worker dies, rather than waiting for it.
+    """
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    where = run_dir if run_dir is not None else "the chief's run folder"
+    return (
+        "the training lost a worker of the cluster (a collective step failed: "
+        f"{first_line[:200]}); what survives is the last checkpoint in {where}: start every "
+        "worker again with `python -m dogvae train --resume RUN --strategy multiworker`, RUN "
+        "being the chief's run folder"
+    )
