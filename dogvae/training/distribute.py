@@ -61,14 +61,13 @@ def is_distributed(strategy: Any) -> bool:
 def lost_worker_message(error: Exception, run_dir: str | Path | None = None) -> str:
     """What to tell a worker whose collective step failed: a peer is gone, resume them all.
 
-    TensorFlow aborts the collectives of the others (UnavailableError, "Connection
-    reset by peer") when a worker dies, rather than waiting for it.
+    When a worker dies, TensorFlow aborts the others' collective steps (an
+    UnavailableError, "Connection reset by peer") instead of waiting for it.
     """
-    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     where = run_dir if run_dir is not None else "the chief's run folder"
     return (
-        "the training lost a worker of the cluster (a collective step failed: "
-        f"{first_line[:200]}); what survives is the last checkpoint in {where}: start every "
-        "worker again with `python -m dogvae train --resume RUN --strategy multiworker`, RUN "
-        "being the chief's run folder"
+        f"the training lost a worker of the cluster (its collective step failed with "
+        f"{type(error).__name__}); what survives is the last checkpoint in {where}: start "
+        "every worker again with `python -m dogvae train --resume RUN --strategy multiworker`, "
+        "RUN being the chief's run folder"
     )
