@@ -91,9 +91,21 @@ def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
         )
 
 
-def start_worker(tmp_path: Path, index: int, ports: list[int], *args: str) -> subprocess.Popen:
+def start_mirrored(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """The reference: ``train`` with ARGS under MirroredStrategy into tmp_path/mirrored."""
+    mirrored = ["train", str(tmp_path / "images"), *args, "--strategy", "mirrored"]
+    return start(
+        ["-c", MIRRORED, *mirrored, "--out", str(tmp_path / "mirrored")],
+        tmp_path / "mirrored.log",
+        DOGVAE_CACHE_DIR=str(tmp_path / "cache2"),
+    )
+
+
+def start_worker(
+    tmp_path: Path, index: int, ports: list[int], *args: str, **env: str
+) -> subprocess.Popen:
     """Worker ``index`` of the cluster on ``ports``: ``train`` into tmp_path/worker<index>,
-    its output in tmp_path/worker<index>.log."""
+    its output in tmp_path/worker<index>.log, ``env`` added to its environment."""
     worker = tmp_path / f"worker{index}"
     worker.mkdir()
     command = ["-m", "dogvae", "train", str(tmp_path / "images"), "--strategy", "multiworker"]
@@ -102,6 +114,7 @@ def start_worker(tmp_path: Path, index: int, ports: list[int], *args: str) -> su
         [*command, *out, *args],
         tmp_path / f"worker{index}.log",
         **worker_env(tmp_path, index, ports),
+        **env,
     )
 
 
@@ -148,12 +161,7 @@ def test_two_workers_train_together_and_match_mirrored(tmp_path):
     try:
         for index in (0, 1):
             children[f"worker{index}"] = start_worker(tmp_path, index, ports, *TRAIN)
-        mirrored = ["train", str(tmp_path / "images"), *TRAIN, "--strategy", "mirrored"]
-        children["mirrored"] = start(
-            ["-c", MIRRORED, *mirrored, "--out", str(tmp_path / "mirrored")],
-            tmp_path / "mirrored.log",
-            DOGVAE_CACHE_DIR=str(tmp_path / "cache2"),
-        )
+        children["mirrored"] = start_mirrored(tmp_path, *TRAIN)
         wait_all(children, tmp_path, time.monotonic() + TIME_LIMIT)
     finally:
         end_all(children)
@@ -240,14 +248,11 @@ def test_a_killed_worker_ends_the_other_and_both_resume_from_the_chiefs_checkpoi
     try:
         ports = free_ports(2)
         for index in (0, 1):
-            children[f"worker{index}"] = start_worker(tmp_path, index, ports, *RESUME_TRAIN)
-        # The reference, never interrupted, alongside.
-        mirrored = ["train", str(tmp_path / "images"), *RESUME_TRAIN, "--strategy", "mirrored"]
-        children["mirrored"] = start(
-            ["-c", MIRRORED, *mirrored, "--out", str(tmp_path / "mirrored")],
-            tmp_path / "mirrored.log",
-            DOGVAE_CACHE_DIR=str(tmp_path / "cache2"),
-        )
+            # A checkpoint due after every batch: only epoch ends may be written here.
+            children[f"worker{index}"] = start_worker(
+                tmp_path, index, ports, *RESUME_TRAIN, DOGVAE_CHECKPOINT_SECONDS="0.1"
+            )
+        children["mirrored"] = start_mirrored(tmp_path, *RESUME_TRAIN)  # never interrupted
         wait_for_checkpoint(run, 2, children, deadline)
         children["worker1"].send_signal(signal.SIGKILL)
         killed = time.monotonic()
