@@ -124,3 +124,12 @@ def test_only_the_chief_saves(monkeypatch, tmp_path, tf_config, chief):
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), (
             "a worker that is not the chief wrote into the runs folder"
         )
+
+
+def test_a_lost_worker_is_told_to_restart_every_worker_with_resume():
+    from dogvae.training.distribute import lost_worker_message
+
+    message = lost_worker_message(ConnectionResetError("reset by peer"), Path("runs/mw"))
+    assert "lost a worker" in message and "ConnectionResetError" in message
+    assert "runs/mw" in message and "--resume RUN --strategy multiworker" in message
+    assert "\n" not in message  # the CLI prints a message's first line only

@@ -213,3 +213,46 @@ def test_a_save_killed_between_its_renames_is_put_back_for_resume(tmp_path):
     os.rename(run, aside)
     ckpt.recover_run(run)
     assert ckpt.read_checkpoint(run).epoch == 2 and not aside.exists()
+
+
+def test_without_mid_epoch_checkpoints_only_epoch_ends_are_written_without_running_losses(
+    tmp_path,
+):
+    """What a multi-worker chief writes: reading the running losses there is a collective
+    operation that the other workers would never join."""
+    from types import SimpleNamespace
+
+    from dogvae.model import build_vae
+    from dogvae.training.checkpointer import Checkpointer
+
+    vae = build_vae(TINY)
+    vae.compile(optimizer=keras.optimizers.Adam())
+    now = time.perf_counter()
+    live = SimpleNamespace(
+        batches=1,
+        steps=5,
+        status="finished",
+        epoch=0,
+        started=now,
+        epoch_started=now,
+        learning_rate=1e-3,
+        history=[{"epoch": 1}],
+        last_samples=None,
+    )
+    for mid_epoch, run_dir in ((False, tmp_path / "multi"), (True, tmp_path / "single")):
+        writer = Checkpointer(
+            run_dir=run_dir, settings={}, live=live, interval=1e-9, mid_epoch=mid_epoch
+        )
+        writer.set_model(vae)
+        writer.on_train_batch_end(0, {"loss": 1.0})
+        assert ckpt.has_checkpoint(run_dir) is mid_epoch
+        if mid_epoch:
+            assert ckpt.read_checkpoint(run_dir).arrays["metrics"]  # the batch's running losses
+    writer = Checkpointer(
+        run_dir=tmp_path / "multi", settings={}, live=live, interval=1e-9, mid_epoch=False
+    )
+    writer.set_model(vae)
+    writer.on_epoch_end(0)
+    written = ckpt.read_checkpoint(tmp_path / "multi")
+    assert (written.epoch, written.batch) == (1, 0)
+    assert written.arrays["metrics"] == [] and written.arrays["encoder"]

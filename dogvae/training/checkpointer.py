@@ -30,8 +30,12 @@ def seed_generators(vae: Any) -> list:
     ]
 
 
-def capture(vae: Any) -> dict[str, list[np.ndarray]]:
-    """Copies of everything in the model that a resumed training must find as it was."""
+def capture(vae: Any, *, metrics: bool = True) -> dict[str, list[np.ndarray]]:
+    """Copies of everything in the model that a resumed training must find as it was.
+
+    ``metrics=False`` leaves out the epoch's running losses, which an epoch's end
+    does not need (Keras resets them as the next epoch begins).
+    """
     return {
         "encoder": vae.encoder.get_weights(),
         "decoder": vae.decoder.get_weights(),
@@ -41,7 +45,9 @@ def capture(vae: Any) -> dict[str, list[np.ndarray]]:
         "seeds": [np.array(generator.state.numpy()) for generator in seed_generators(vae)],
         "metrics": [
             np.array(variable.numpy()) for metric in vae.metrics for variable in metric.variables
-        ],
+        ]
+        if metrics
+        else [],
     }
 
 
@@ -81,6 +87,9 @@ class Checkpointer(keras.callbacks.Callback):
         live: The training's LiveHistory, run before this callback.
         interval: Seconds between two checkpoints within an epoch.
         resume: The checkpoint the training continues from, or None.
+        mid_epoch: Whether to write within an epoch too. Not under a multi-worker
+            strategy: reading the running losses there is a collective operation,
+            which the chief alone would start and the other workers never join.
     """
 
     def __init__(
@@ -91,8 +100,10 @@ class Checkpointer(keras.callbacks.Callback):
         live: LiveHistory,
         interval: float,
         resume: Checkpoint | None = None,
+        mid_epoch: bool = True,
     ) -> None:
         super().__init__()
+        self.mid_epoch = mid_epoch
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.live = live
@@ -113,7 +124,8 @@ class Checkpointer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # After an epoch's last batch, the epoch's own checkpoint follows.
         if (
-            time.monotonic() - self.last_write < self.interval
+            not self.mid_epoch
+            or time.monotonic() - self.last_write < self.interval
             or self.live.batches >= self.live.steps
         ):
             return
@@ -139,6 +151,7 @@ class Checkpointer(keras.callbacks.Callback):
             "history": live.history,
             "settings": self.settings,
         }
-        write_checkpoint(self.run_dir, Checkpoint(state, capture(self.model), self.samples))
+        arrays = capture(self.model, metrics=batch > 0)
+        write_checkpoint(self.run_dir, Checkpoint(state, arrays, self.samples))
         self.last_write = time.monotonic()
         self.written += 1

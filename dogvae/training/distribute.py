@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from dogvae.config import STRATEGIES
@@ -55,3 +56,18 @@ def is_distributed(strategy: Any) -> bool:
 
     with strategy.scope():
         return tf.distribute.has_strategy()
+
+
+def lost_worker_message(error: Exception, run_dir: str | Path | None = None) -> str:
+    """What to tell a worker whose collective step failed: a peer is gone, resume them all.
+
+    When a worker dies, TensorFlow aborts the others' collective steps (an
+    UnavailableError, "Connection reset by peer") instead of waiting for it.
+    """
+    where = run_dir if run_dir is not None else "the chief's run folder"
+    return (
+        f"the training lost a worker of the cluster (its collective step failed with "
+        f"{type(error).__name__}); what survives is the last checkpoint in {where}: start "
+        "every worker again with `python -m dogvae train --resume RUN --strategy multiworker`, "
+        "RUN being the chief's run folder"
+    )

@@ -32,7 +32,12 @@ from dogvae.training.checkpoint import (
     clear_leftovers,
     data_fingerprint,
 )
-from dogvae.training.distribute import is_chief, is_distributed, make_strategy
+from dogvae.training.distribute import (
+    is_chief,
+    is_distributed,
+    lost_worker_message,
+    make_strategy,
+)
 from dogvae.training.events import Event, OnEvent
 from dogvae.training.schedules import kl_weight_for_epoch
 
@@ -114,8 +119,9 @@ def train_vae(
     validation_count = _count(validation_images, validation_indices)
 
     import keras
+    import tensorflow as tf
 
-    from dogvae.model import build_vae
+    from dogvae.model import build_vae, is_multi_worker
     from dogvae.training import callback, checkpointer, pipeline
 
     # The model, under the strategy whose devices it trains on.
@@ -186,20 +192,27 @@ def train_vae(
                 live=live,
                 interval=checkpoints.interval,
                 resume=resume,
+                mid_epoch=not is_multi_worker(strategy),
             )
         )
 
     started = time.perf_counter()
     for first_epoch, end_epoch, skip in _segments(resume, train_config.epochs):
-        vae.fit(
-            train_data(skip),
-            validation_data=validation_data,
-            initial_epoch=first_epoch,
-            epochs=end_epoch,
-            shuffle=False,  # the pipeline shuffles
-            verbose=0,
-            callbacks=callbacks,
-        )
+        try:
+            vae.fit(
+                train_data(skip),
+                validation_data=validation_data,
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+                callbacks=callbacks,
+            )
+        except tf.errors.OpError as error:
+            if not is_multi_worker(strategy):
+                raise
+            run_dir = checkpoints.run_dir if checkpoints is not None else None
+            raise RuntimeError(lost_worker_message(error, run_dir)) from error
         if live.status != "finished":
             break
     seconds = time.perf_counter() - started + live.seconds_before
