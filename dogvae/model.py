@@ -237,7 +237,7 @@ class VAE(keras.Model):
         self.decoder = decoder
         self.scale_decoder = scale_decoder
         # The mean and the scale from one pass through their shared layers.
-        self._outputs = decoder
+        self._outputs = None
         if scale_decoder is not None:
             self._outputs = keras.Model(
                 decoder.inputs, [decoder.outputs[0], scale_decoder.outputs[0]], name="outputs"
