@@ -464,6 +464,27 @@ def test_init_from_continues_training_from_a_run(trained_run, tmp_path, capsys):
     assert "differs from the run in --init-from" in capsys.readouterr().err
 
 
+def test_init_from_a_bernoulli_run_with_a_logistic_preset_adds_a_fresh_scale_head(
+    trained_run, tmp_path, capsys
+):
+    """How the default model was made: the quality run's weights, trained on the 8-bit
+    likelihood with a scale head of its own."""
+    from dogvae.loaded_run import load_run
+
+    run_dir, images = trained_run
+    out = tmp_path / "logistic"
+    options = ("--preset", "quality-logistic", "--init-from", run_dir, "--learning-rate", 1e-9)
+    assert main(train(images, out, *options)) == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    start = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == {**start["model"], "likelihood": "logistic"}  # the run's shape
+    assert config["init_from"]["run"] == str(run_dir)
+    before, after = load_run(run_dir), load_run(out)
+    assert after.scale_decoder is not None and before.scale_decoder is None
+    for old, new in zip(before.decoder.get_weights(), after.decoder.get_weights(), strict=True):
+        np.testing.assert_allclose(new, old, atol=1e-5)  # started from the run, barely moved
+
+
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_signal):
     """Ctrl-C, kill, docker stop or a closed terminal: the run so far is saved, not lost,
