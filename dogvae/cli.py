@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dogvae.cli_parser import EXIT_USER_ERROR, build_parser
-from dogvae.config import DataConfig, from_preset, get_preset
+from dogvae.config import DataConfig, from_preset
 
 EXIT_DIVERGED = 3
 
@@ -76,9 +76,6 @@ def _train(args) -> int:
         from dogvae.runs import read_run_info
 
         start_model = read_run_info(args.init_from).model_config
-        preset_likelihood = get_preset(args.preset).model.likelihood
-        if preset_likelihood != "bernoulli":  # e.g. quality-logistic: adds a fresh scale head
-            start_model = replace(start_model, likelihood=preset_likelihood)
         if args.latent_dim not in (None, start_model.latent_dim):
             raise ValueError(
                 f"--latent-dim {args.latent_dim} differs from the run in --init-from "

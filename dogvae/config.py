@@ -358,7 +358,8 @@ def from_preset(
     Args:
         name: A preset's name (a key of ``PRESETS``).
         model: Start from this model instead of the preset's (e.g. a run to
-            continue from); the training settings are still the preset's.
+            continue from); the training settings are still the preset's, and so is a
+            preset's discretised-logistic likelihood.
         **overrides: ``ModelConfig`` or ``TrainConfig`` fields and their values,
             e.g. ``latent_dim=8, epochs=5``; each goes to the config that has it.
 
@@ -374,6 +375,10 @@ def from_preset(
     unknown = sorted(set(overrides) - model_fields - train_fields)
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    if model is not None and preset.model.likelihood != "bernoulli":
+        # e.g. quality-logistic from a Bernoulli run: its shape, the preset's likelihood
+        # (the scale head starts fresh)
+        model = dataclasses.replace(model, likelihood=preset.model.likelihood)
     model_config = dataclasses.replace(
         model or preset.model, **{k: v for k, v in overrides.items() if k in model_fields}
     )

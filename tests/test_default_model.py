@@ -52,7 +52,8 @@ def test_the_default_model_is_listed_but_cannot_be_deleted(app_dirs, monkeypatch
     assert json.loads((DEFAULT / "config.json").read_text())["format"] == "dogvae-run"
 
 
-# MODEL_CARD.md's figures for the default model on dogs.csv's 200 held-out photos.
+# The default's figures on dogs.csv's 200 held-out photos: MODEL_CARD.md quotes the loss
+# as -ELBO 6.433 bits/dim (18,263.5 nats / (4,096 ln 2)) and PSNR 20.36 dB.
 CARD_EXCESS, CARD_PSNR = 18263.52, 20.36
 
 
