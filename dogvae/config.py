@@ -27,8 +27,10 @@ LR_SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("relu", "silu")
 # How the decoder models a pixel: "bernoulli" (a sigmoid mean trained with binary
 # cross-entropy, the original) or "logistic" (a discretised logistic with a per-pixel
-# scale that depends on z, as in PixelCNN++: a likelihood of the 8-bit image).
-LIKELIHOODS = ("bernoulli", "logistic")
+# scale that depends on z, as in PixelCNN++: a likelihood of the 8-bit image) or
+# "logistic-ar" (that logistic, its mean moved by a learned sum of the errors of the
+# pixels above and to the left: an autoregressive decoder, as in PixelVAE).
+LIKELIHOODS = ("bernoulli", "logistic", "logistic-ar")
 # tf.distribute strategies by name (dogvae.training.make_strategy); here, so that the
 # CLI's --help can list them without importing TensorFlow.
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -121,7 +123,9 @@ class ModelConfig:
             which trained deeper models to a lower loss here).
         likelihood: The decoder's distribution of a pixel (``LIKELIHOODS``):
             "bernoulli" (the original) or "logistic", which adds a second head, the
-            log-scale, saved as ``decoder_scale.keras``.
+            log-scale, saved as ``decoder_scale.keras``, or "logistic-ar", which also
+            learns how each pixel follows the errors of its causal neighbours (see
+            ``dogvae.model.NEIGHBOURS``).
     """
 
     image_size: int = 64
@@ -331,6 +335,15 @@ PRESETS: dict[str, Preset] = {
             "scale that depends on z, trained on the likelihood of the 8-bit image."
         ),
         model=dataclasses.replace(_QUALITY_MODEL, likelihood="logistic"),
+        train=_QUALITY_TRAIN,
+    ),
+    "quality-ar": Preset(
+        name="quality-ar",
+        description=(
+            "quality-logistic whose pixels also follow the errors of the 12 pixels above and "
+            "to the left (an autoregressive likelihood); the decoder's mean image is the same."
+        ),
+        model=dataclasses.replace(_QUALITY_MODEL, likelihood="logistic-ar"),
         train=_QUALITY_TRAIN,
     ),
     "quality-rgb": Preset(

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from dogvae.model import loss_terms, to_float_images, vae_loss_terms
+from dogvae.model import loss_terms, neighbour_kernel, to_float_images, vae_loss_terms
 
 
 def evaluate_images(
@@ -63,12 +63,15 @@ def per_image_losses(
 ) -> dict[str, np.ndarray]:
     """Per-image reconstruction, kl and loss of ``images`` (one sampled z each, as in training)."""
     reconstruction_parts, kl_parts = [], []
+    kernel = neighbour_kernel(scale_decoder)
     for start in range(0, len(images), batch_size):
         batch = to_float_images(images[start : start + batch_size])
         z_mean, z_log_var, z = encoder(batch, training=False)
         reconstruction = decoder(z, training=False)
         log_scales = None if scale_decoder is None else scale_decoder(z, training=False)
-        reconstruction_loss, kl = loss_terms(batch, reconstruction, z_mean, z_log_var, log_scales)
+        reconstruction_loss, kl = loss_terms(
+            batch, reconstruction, z_mean, z_log_var, log_scales, kernel
+        )
         reconstruction_parts.append(ops.convert_to_numpy(reconstruction_loss))
         kl_parts.append(ops.convert_to_numpy(kl))
     reconstruction_loss = (

@@ -31,6 +31,17 @@ MAX_SAMPLES = 4096  # importance samples per image; more is a typo
 # 2,000 photos in a few minutes (README, Bits per dimension).
 DEFAULT_SAMPLES = 16
 
+# The "logistic-ar" likelihood's causal neighbours, (row, column) offsets: the two rows
+# above within two columns either side, and the two pixels to the left. In raster
+# order they come before the pixel, so p(x | z) is a product of proper conditionals.
+NEIGHBOUR_RADIUS = 2
+NEIGHBOURS = tuple(
+    (row, column)
+    for row in range(-NEIGHBOUR_RADIUS, 1)
+    for column in range(-NEIGHBOUR_RADIUS, NEIGHBOUR_RADIUS + 1)
+    if row < 0 or column < 0
+)
+
 # decoder outputs, uint8 pixels (n, H, W, C) -> log-probability of each image (n,), nats.
 PixelLogProb = Callable[[Any, np.ndarray], np.ndarray]
 
@@ -101,6 +112,41 @@ def discretized_logistic_log_prob(outputs: Any, pixels: np.ndarray) -> np.ndarra
     return np.maximum(log_prob, -1e4).reshape(len(log_prob), -1).sum(axis=1)
 
 
+def autoregressive_logistic_log_prob(neighbours: Any, weights: Any) -> PixelLogProb:
+    """The discretised logistic of a "logistic-ar" run, for its neighbours and weights.
+
+    Pixel (i, j) of channel c is the discretised logistic around
+    ``mean[i, j, c] + sum_k weights[k][c] * (x / 255 - mean)[i + dy_k, j + dx_k, c]``
+    with the head's log-scale, where ``neighbours[k] = (dy_k, dx_k)`` come before the
+    pixel in raster order and errors outside the image are 0: given z, a product of
+    proper conditionals in raster order, so the masses of the 256^(H*W*C) images sum to 1.
+
+    Args:
+        neighbours: (K, 2) row and column offsets, each row < 0 or (row 0 and column < 0).
+        weights: (K, C) weights.
+    """
+    offsets = np.asarray(neighbours, np.int64).reshape(-1, 2)
+    kernel = np.asarray(weights, np.float64).reshape(len(offsets), -1)
+    if any(row > 0 or (row == 0 and column >= 0) for row, column in offsets):
+        raise ValueError(f"the neighbours {offsets.tolist()} are not all before the pixel")
+
+    def log_prob(outputs: Any, pixels: np.ndarray) -> np.ndarray:
+        means, log_scales = outputs
+        means = np.asarray(means, np.float64)
+        values = _check_pixels(pixels, means.shape).astype(np.float64)
+        errors = values / (BINS - 1) - means
+        radius = int(np.abs(offsets).max()) if len(offsets) else 0
+        padded = np.pad(errors, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
+        height, width = means.shape[1:3]
+        moved = means.copy()
+        for (row, column), weight in zip(offsets, kernel, strict=True):
+            top, left = radius + row, radius + column
+            moved += weight * padded[:, top : top + height, left : left + width, :]
+        return discretized_logistic_log_prob((moved, log_scales), pixels)
+
+    return log_prob
+
+
 LIKELIHOODS: dict[str, PixelLogProb] = {
     "continuous_bernoulli": continuous_bernoulli_log_prob,
     "discretized_logistic": discretized_logistic_log_prob,
@@ -125,6 +171,13 @@ def pixel_log_prob_for(run_config: dict[str, Any]) -> PixelLogProb:
         if isinstance(described, dict)
         else None
     )
+    if name == "discretized_logistic_ar":
+        try:
+            return autoregressive_logistic_log_prob(described["neighbours"], described["weights"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"the run's autoregressive likelihood is not readable: {error}"
+            ) from None
     if name not in LIKELIHOODS:
         raise ValueError(
             f"the run's likelihood {described!r} is not one this version of dogvae can "

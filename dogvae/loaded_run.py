@@ -83,7 +83,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     import dogvae.model  # noqa: F401 - registers the custom layers
 
     names = ["encoder", "decoder"]
-    if info.model_config.likelihood == "logistic":
+    if info.model_config.likelihood != "bernoulli":
         names.append("decoder_scale")
     models = []
     for name in names:

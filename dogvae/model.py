@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is noise on a CLI
 
@@ -18,6 +19,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from dogvae.config import ModelConfig
+from dogvae.likelihood import NEIGHBOUR_RADIUS, NEIGHBOURS
 
 
 @keras.saving.register_keras_serializable(package="dogvae")
@@ -78,6 +80,96 @@ LOG_SCALE_START = -3.0
 HALF_STEP = 0.5 / 255.0
 
 
+@keras.saving.register_keras_serializable(package="dogvae")
+class NeighbourWeights(layers.Layer):
+    """Holds how each pixel's mean follows its neighbours' errors; passes its input on.
+
+    The "logistic-ar" likelihood moves the mean of pixel (i, j) of channel c by
+    ``sum_k kernel[k, c] * (x - mean)[i + dy_k, j + dx_k, c]`` over ``NEIGHBOURS``
+    (errors outside the image are 0). The weights do not depend on z: the layer sits
+    at the end of the scale head only so that they are saved, checkpointed and
+    restored with it. They start at 0, the plain logistic.
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(len(NEIGHBOURS), self.channels), initializer="zeros", name="kernel"
+        )
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+def neighbour_kernel(scale_decoder) -> Any:
+    """The ``NeighbourWeights`` kernel of a scale head, or None (no autoregressive term)."""
+    if scale_decoder is None:
+        return None
+    for layer in scale_decoder.layers:
+        if isinstance(layer, NeighbourWeights):
+            return layer.kernel
+    return None
+
+
+def scale_head_weights(scale_decoder) -> dict[str, list[np.ndarray]]:
+    """The weights of a scale head's own layers (the head after the trunk it shares with
+    the decoder), by layer name, for a training that starts from it."""
+    return {
+        layer.name: layer.get_weights()
+        for layer in _own_layers(scale_decoder)
+        if layer.get_weights()
+    }
+
+
+def set_scale_head_weights(scale_decoder, weights: dict[str, list[np.ndarray]]) -> list[str]:
+    """Put ``scale_head_weights`` of another run into ``scale_decoder``'s own layers where
+    one of the same name and shapes exists (a new layer, such as a fresh
+    ``NeighbourWeights``, keeps its initial weights); returns the names set."""
+    done = []
+    for layer in _own_layers(scale_decoder):
+        saved = weights.get(layer.name)
+        if saved is not None and [w.shape for w in layer.get_weights()] == [
+            np.shape(w) for w in saved
+        ]:
+            layer.set_weights(saved)
+            done.append(layer.name)
+    return done
+
+
+def _own_layers(scale_decoder) -> list:
+    """The layers of a scale head after the decoder's last feature map: the trunk's
+    layers come first, up to the decoder's image layer, which the head lacks."""
+    if scale_decoder is None:
+        return []
+    names = [layer.name for layer in scale_decoder.layers]
+    first = names.index("log_scale_raw") if "log_scale_raw" in names else len(names)
+    return scale_decoder.layers[first:]
+
+
+def autoregressive_means(images, means, kernel):
+    """The means moved by the weighted errors of each pixel's ``NEIGHBOURS`` (see
+    ``NeighbourWeights``); ``means`` itself for ``kernel`` None."""
+    if kernel is None:
+        return means
+    errors = images - means
+    radius = NEIGHBOUR_RADIUS
+    padded = ops.pad(errors, [[0, 0], [radius, radius], [radius, radius], [0, 0]])
+    height, width = ops.shape(errors)[1], ops.shape(errors)[2]
+    moved = means
+    for index, (row, column) in enumerate(NEIGHBOURS):
+        shifted = padded[
+            :, radius + row : radius + row + height, radius + column : radius + column + width, :
+        ]
+        moved = moved + kernel[index] * shifted
+    return moved
+
+
 def build_encoder(config: ModelConfig) -> keras.Model:
     """Image (H, W, C) in [0, 1] -> [z_mean, z_log_var, z]."""
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
@@ -118,7 +210,7 @@ def build_decoders(config: ModelConfig) -> tuple[keras.Model, keras.Model | None
         x
     )
     decoder = keras.Model(inputs, outputs, name="decoder")
-    if config.likelihood != "logistic":
+    if config.likelihood == "bernoulli":
         return decoder, None
     raw = layers.Conv2D(
         config.channels,
@@ -128,6 +220,8 @@ def build_decoders(config: ModelConfig) -> tuple[keras.Model, keras.Model | None
         name="log_scale_raw",
     )(x)
     log_scale = Clip(*LOG_SCALE_LIMITS, name="log_scale")(raw)
+    if config.likelihood == "logistic-ar":
+        log_scale = NeighbourWeights(config.channels, name="neighbour_weights")(log_scale)
     return decoder, keras.Model(inputs, log_scale, name="decoder_scale")
 
 
@@ -198,11 +292,13 @@ def kl_to_prior(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
 
 
-def loss_terms(images, means, z_mean, z_log_var, log_scales=None):
+def loss_terms(images, means, z_mean, z_log_var, log_scales=None, kernel=None):
     """Per-image (reconstruction, kl) under the decoder's likelihood: binary cross-entropy
-    around ``means``, or, given ``log_scales``, the discretised logistic's -log p(x|z)."""
+    around ``means``, or, given ``log_scales``, the discretised logistic's -log p(x|z),
+    its means moved by the neighbours' errors when a ``NeighbourWeights`` kernel is given."""
     if log_scales is None:
         return vae_loss_terms(images, means, z_mean, z_log_var)
+    means = autoregressive_means(images, means, kernel)
     return logistic_nll(images, means, log_scales), kl_to_prior(z_mean, z_log_var)
 
 
@@ -270,7 +366,9 @@ class VAE(keras.Model):
             means, log_scales = self.decoder(z, training=training), None
         else:
             means, log_scales = self._outputs(z, training=training)
-        reconstruction_loss, kl = loss_terms(images, means, z_mean, z_log_var, log_scales)
+        reconstruction_loss, kl = loss_terms(
+            images, means, z_mean, z_log_var, log_scales, neighbour_kernel(self.scale_decoder)
+        )
         return ops.mean(reconstruction_loss), ops.mean(kl)
 
     def _update(self, reconstruction_loss, kl):

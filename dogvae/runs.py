@@ -39,6 +39,7 @@ from dogvae.atomic import (
 )
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from dogvae.latent_stats import LatentStats
+from dogvae.likelihood import NEIGHBOURS
 from dogvae.training.checkpoint import checkpoint_path, has_checkpoint, pause_for_tests
 
 RUN_FORMAT = "dogvae-run"
@@ -59,6 +60,33 @@ LOGISTIC_LIKELIHOOD = {
     ),
     "units": "log p(x|z) in nats summed over pixels; bits per dimension = nats / (H*W*C * ln 2)",
 }
+# A "logistic-ar" run: the same logistic, its loc moved by the errors of earlier pixels.
+AUTOREGRESSIVE_FORMULA = (
+    "loc[i, j, c] = mean[i, j, c] + sum_k weights[k][c] * (x[i + dy_k, j + dx_k, c] / 255 "
+    "- mean[i + dy_k, j + dx_k, c]) over neighbours[k] = (dy_k, dx_k), all before (i, j) in "
+    "raster order; a neighbour outside the image adds 0. Given z, p(x|z) is the product in "
+    "raster order of these discretised logistics, each a proper distribution of its pixel"
+)
+
+
+def likelihood_description(scale_decoder: Any) -> dict[str, Any]:
+    """What config.json says of a scale head's likelihood, weights included."""
+    kernels = [
+        layer.get_weights()[0]
+        for layer in scale_decoder.layers
+        if type(layer).__name__ == "NeighbourWeights"
+    ]
+    if not kernels:
+        return dict(LOGISTIC_LIKELIHOOD)
+    return {
+        **LOGISTIC_LIKELIHOOD,
+        "distribution": "discretized_logistic_ar",
+        "loc": AUTOREGRESSIVE_FORMULA + "; mean is decoder.keras's output",
+        "neighbours": [list(offset) for offset in NEIGHBOURS],
+        "weights": [[float(w) for w in row] for row in kernels[0]],
+    }
+
+
 MODEL_FILES = ("encoder.h5", "decoder.h5", "encoder.keras", "decoder.keras")
 LATENT_STATS = "latent_stats.npz"  # PCA of the training set's latent means, scatter points
 RUN_FILES = (*MODEL_FILES, "config.json", "history.csv", LATENT_STATS)
@@ -204,7 +232,7 @@ def save_run(
     }
     if scale_decoder is not None:
         config["parameters"]["decoder_scale"] = int(scale_decoder.count_params())
-        config["likelihood"] = LOGISTIC_LIKELIHOOD
+        config["likelihood"] = likelihood_description(scale_decoder)
     try:
         with temporary_folder(run_dir) as temp:
             with _h5_warning_muted():

@@ -49,7 +49,7 @@ ui.sidebar()
 st.title("Train")
 
 
-def start_weights(model_config) -> tuple[tuple[list, list], dict]:
+def start_weights(model_config) -> tuple[tuple, dict]:
     """The default model's weights and lineage, to fine-tune instead of starting afresh."""
     from dogvae.runs import lineage
 
@@ -61,7 +61,14 @@ def start_weights(model_config) -> tuple[tuple[list, list], dict]:
             f"architecture: preset {default.info.config.get('preset')!r} with latent size "
             f"{default.info.model_config.latent_dim}. Choose those, or start from scratch."
         )
-    return (default.encoder.get_weights(), default.decoder.get_weights()), lineage(default.info)
+    from dogvae.model import scale_head_weights
+
+    weights = (
+        default.encoder.get_weights(),
+        default.decoder.get_weights(),
+        scale_head_weights(default.scale_decoder),
+    )
+    return weights, lineage(default.info)
 
 
 def start(dataset, preset_name, settings: dict, run_name: str):

@@ -101,7 +101,8 @@ def train_vae(
         strategy: A tf.distribute strategy (see ``make_strategy``); None for one device.
             ``batch_size`` is the global batch, split over the replicas.
         initial_weights: (encoder weights, decoder weights) to continue from, e.g. a
-            saved run's, instead of a fresh initialisation.
+            saved run's, instead of a fresh initialisation; a third item, the start's
+            ``scale_head_weights``, goes into the scale head where its layers fit.
         train_indices: Train on these rows of ``train_images`` only (default: all), so
             that one split of a large array needs no copy.
         validation_indices: Likewise for ``validation_images``.
@@ -121,7 +122,7 @@ def train_vae(
     import keras
     import tensorflow as tf
 
-    from dogvae.model import build_vae, is_multi_worker
+    from dogvae.model import build_vae, is_multi_worker, set_scale_head_weights
     from dogvae.training import callback, checkpointer, pipeline
 
     # The model, under the strategy whose devices it trains on.
@@ -131,6 +132,8 @@ def train_vae(
         if initial_weights is not None:
             vae.encoder.set_weights(initial_weights[0])
             vae.decoder.set_weights(initial_weights[1])
+            if len(initial_weights) > 2:  # the start's own scale head, where it fits
+                set_scale_head_weights(vae.scale_decoder, initial_weights[2])
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate))
         if resume is not None:
             checkpointer.restore(vae, resume)
