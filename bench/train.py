@@ -2,6 +2,7 @@
 
     python bench/train.py                        # dogs.csv, 2,000 images, batch 128, 3 rounds
     python bench/train.py --rounds 5 --epochs 4
+    python bench/train.py --preset quality-ar --batch 64   # another preset, beside plain Keras
 
 Each round runs the baseline script and a dogvae worker (this script with
 ``--worker``) as separate processes, in alternating order, each once the CPUs
@@ -16,8 +17,13 @@ the baseline's from its epoch start to its epoch end.
 
 The worker also reports what the per-batch callbacks cost (Keras' own
 conversion of the logs included) and how long one pass of the input pipeline
-takes on its own. FLOPs per image are counted by hand from the layer shapes
+takes on its own. FLOPs per image are counted from the Keras layers' shapes
 (forward; training = 3x forward) and compared with the CPU's peak.
+
+With ``--preset`` other than seed, dogvae trains that preset and a third contender,
+``keras``, trains the same model with a bare ``model.fit`` on the images in memory (no
+dogvae callbacks, validation, diagnostics or input pipeline): the gap between the two is
+what dogvae adds around the model, the gap to the CPU's peak what TensorFlow leaves.
 
 One JSON object on stdout.
 """
@@ -25,6 +31,7 @@ One JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import shutil
@@ -73,37 +80,52 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="dogvae's input pipeline: auto (what train_vae picks: streaming for the "
         "memory-mapped cache), tensor (the images as one tf.data tensor) or stream",
     )
+    parser.add_argument(
+        "--preset",
+        default="seed",
+        help="the preset dogvae trains (default seed, the baseline's model); for another, "
+        "a bare Keras fit of the same model runs beside it",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keras-worker", action="store_true", help=argparse.SUPPRESS)
     common.add_wait_option(parser)
     return parser.parse_args(argv)
 
 
-def seed_flops(image_size=64, channels=1, conv_filters=(32, 64), dense_units=16, latent_dim=2):
-    """Forward FLOPs per image of the seed architecture, per layer, counted from shapes.
+def model_flops(models) -> dict:
+    """Forward FLOPs per image of Keras models' layers, counted from their shapes.
 
     A convolution costs k*k*c_in*c_out*H_out*W_out*2, a dense layer in*out*2. A
     stride-2 transposed convolution does k*k*c_in*c_out multiply-adds per *input*
     pixel (it is the gradient of a stride-2 convolution), which is how it is
     counted here; counting per output pixel would give 4x for those layers.
-    Biases and activations are left out (under 1%).
+    Biases, batch norm and activations are left out (about 1%). A layer shared by two
+    models (the decoder's trunk in a scale head) is counted once.
     """
-    layers = []
-    side, depth = image_size, channels
-    for index, filters in enumerate(conv_filters, start=1):
-        side //= 2
-        layers.append((f"encoder conv_{index}", 9 * depth * filters * side * side * 2))
-        depth = filters
-    width = side * side * depth
-    if dense_units:
-        layers.append(("encoder dense", width * dense_units * 2))
-        width = dense_units
-    layers.append(("encoder z_mean + z_log_var", 2 * width * latent_dim * 2))
-    layers.append(("decoder dense", latent_dim * side * side * depth * 2))
-    for index, filters in enumerate(reversed(conv_filters), start=1):
-        layers.append((f"decoder deconv_{index}", 9 * depth * filters * side * side * 2))
-        side *= 2
-        depth = filters
-    layers.append(("decoder image conv", 9 * depth * channels * side * side * 2))
+    import keras
+
+    layers, seen = [], set()
+    for model in models:
+        if model is None:
+            continue
+        for layer in model.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, keras.layers.Conv2DTranspose):
+                _, height, width, depth = layer.input.shape
+                kernel = layer.kernel_size[0] * layer.kernel_size[1]
+                flops = kernel * depth * layer.filters * height * width * 2
+            elif isinstance(layer, keras.layers.Conv2D):
+                depth = layer.input.shape[-1]
+                _, height, width, _ = layer.output.shape
+                kernel = layer.kernel_size[0] * layer.kernel_size[1]
+                flops = kernel * depth * layer.filters * height * width * 2
+            elif isinstance(layer, keras.layers.Dense):
+                flops = layer.input.shape[-1] * layer.units * 2
+            else:
+                continue
+            layers.append((f"{model.name} {layer.name}", int(flops)))
     forward = sum(flops for _, flops in layers)
     return {
         "forward_per_image": forward,
@@ -114,14 +136,61 @@ def seed_flops(image_size=64, channels=1, conv_filters=(32, 64), dense_units=16,
     }
 
 
+def keras_worker(args) -> int:
+    """The preset's model trained by a bare ``model.fit`` on the images in memory."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from dogvae.config import PRESETS, DataConfig
+    from dogvae.data import load_dataset
+
+    preset = PRESETS[args.preset]
+    dataset = load_dataset(args.csv, DataConfig(**_data_settings(preset), limit=args.n))
+    import keras
+    import numpy as np
+
+    from dogvae.model import build_vae
+
+    keras.utils.set_random_seed(0)
+    images = np.asarray(dataset.images, np.float32) / 255.0
+    vae = build_vae(preset.model)
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=preset.train.learning_rate))
+    starts = []
+
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            starts.append(time.perf_counter())
+
+        def on_train_end(self, logs=None):
+            starts.append(time.perf_counter())
+
+    history = vae.fit(
+        images, epochs=args.epochs, batch_size=args.batch, callbacks=[EpochClock()], verbose=0
+    )
+    epoch_s = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    common.emit(
+        {
+            "n": len(images),
+            "epoch_s": [round(seconds, 3) for seconds in epoch_s],
+            "final_loss": round(float(history.history["loss"][-1]), 2),
+            "peak_rss_mb": common.peak_rss_mb(),
+        }
+    )
+    return 0
+
+
+def _data_settings(preset) -> dict:
+    """The image size and channels a preset's model takes."""
+    return {"image_size": preset.model.image_size, "channels": preset.model.channels}
+
+
 def worker(args) -> int:
     """One dogvae training, reported like the baseline's JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from dogvae.config import PRESETS, DataConfig, TrainConfig
+    from dogvae.config import PRESETS, DataConfig
     from dogvae.data import load_dataset
 
     started = time.perf_counter()
-    dataset = load_dataset(args.csv, DataConfig(limit=args.n))
+    preset = PRESETS[args.preset]
+    dataset = load_dataset(args.csv, DataConfig(**_data_settings(preset), limit=args.n))
     load_s = time.perf_counter() - started
 
     import keras
@@ -161,8 +230,7 @@ def worker(args) -> int:
         def on_train_end(self, logs=None):
             starts.append(time.perf_counter())
 
-    preset = PRESETS["seed"]
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, seed=0)
+    config = dataclasses.replace(preset.train, epochs=args.epochs, batch_size=args.batch, seed=0)
     images = dataset.images
     if args.pipeline == "tensor":
         images = np.array(images)  # in memory: one tensor
@@ -248,6 +316,12 @@ def main(argv=None) -> int:
     common.require(args.csv, "the dataset CSV")
     if args.worker:
         return worker(args)
+    if args.keras_worker:
+        return keras_worker(args)
+    from dogvae.config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise SystemExit(f"no preset {args.preset!r} (known: {', '.join(PRESETS)})")
     common.require(args.baseline, "the baseline script seed_baseline.py")
     python = sys.executable
     same = ["--n", str(args.n), "--epochs", str(args.epochs), "--batch", str(args.batch)]
@@ -262,6 +336,21 @@ def main(argv=None) -> int:
         *(["--split"] if args.split else []),
         "--pipeline",
         args.pipeline,
+        "--preset",
+        args.preset,
+    ]
+    contenders = ("baseline", "dogvae")
+    if args.preset != "seed":
+        contenders = ("baseline", "dogvae", "keras")
+    keras_command = [
+        python,
+        str(Path(__file__).resolve()),
+        "--keras-worker",
+        "--csv",
+        str(args.csv),
+        *same,
+        "--preset",
+        args.preset,
     ]
     # dogvae's workers load through a cache of their own, filled before the rounds.
     from dogvae.config import DataConfig
@@ -271,15 +360,18 @@ def main(argv=None) -> int:
     env = {**os.environ, "DOGVAE_CACHE_DIR": str(cache_dir)}
     rounds = []
     try:
-        load_dataset(args.csv, DataConfig(limit=args.n), cache_dir=cache_dir)
+        settings = _data_settings(PRESETS[args.preset])
+        load_dataset(args.csv, DataConfig(**settings, limit=args.n), cache_dir=cache_dir)
+        commands = {
+            "baseline": (baseline_command, None),
+            "dogvae": (dogvae_command, env),
+            "keras": (keras_command, env),
+        }
         for index in range(args.rounds):
-            order = ("baseline", "dogvae") if index % 2 == 0 else ("dogvae", "baseline")
+            order = contenders if index % 2 == 0 else tuple(reversed(contenders))
             measured = {"order": list(order)}
             for who in order:
-                if who == "baseline":
-                    measured[who] = run(baseline_command)
-                else:
-                    measured[who] = run(dogvae_command, env)
+                measured[who] = run(*commands[who])
             measured["ratio"] = round(
                 measured["dogvae"]["img_per_s"] / measured["baseline"]["img_per_s"],
                 3,
@@ -288,23 +380,26 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
-    from dogvae.config import PRESETS
+    from dogvae.model import build_vae
 
-    model = PRESETS["seed"].model
-    flops = seed_flops(
-        model.image_size, model.channels, model.conv_filters, model.dense_units, model.latent_dim
-    )
+    built = build_vae(PRESETS[args.preset].model)
+    flops = model_flops((built.encoder, built.decoder, built.scale_decoder))
+    baseline_flops = model_flops(build_vae(PRESETS["seed"].model).parts)["train_per_image"]
     cpu = common.cpu_peak_gflops()
-    baseline_rate = common.median([r["baseline"]["img_per_s"] for r in rounds])
-    dogvae_rate = common.median([r["dogvae"]["img_per_s"] for r in rounds])
+    rates = {who: common.median([r[who]["img_per_s"] for r in rounds]) for who in contenders}
+    baseline_rate, dogvae_rate = rates["baseline"], rates["dogvae"]
     epoch_end = [s for r in rounds for s in r["dogvae"]["epoch_end_s"][1:]]
     epochs = [s for r in rounds for s in r["dogvae"]["epoch_s"][1:]]
 
-    def gflops(rate: float) -> float:
-        return round(rate * flops["train_per_image"] / 1e9, 2)
+    def gflops(rate: float, per_image: int = flops["train_per_image"]) -> float:
+        return round(rate * per_image / 1e9, 2)
+
+    achieved = {who: gflops(rate) for who, rate in rates.items()}
+    achieved["baseline"] = gflops(baseline_rate, baseline_flops)
 
     result = {
         "csv": str(args.csv),
+        "preset": args.preset,
         "n": args.n,
         "batch": args.batch,
         "epochs": args.epochs,
@@ -313,19 +408,17 @@ def main(argv=None) -> int:
         "rounds": rounds,
         "baseline_img_per_s": baseline_rate,
         "dogvae_img_per_s": dogvae_rate,
+        "keras_img_per_s": rates.get("keras"),
+        "dogvae_vs_keras": round(dogvae_rate / rates["keras"], 3) if "keras" in rates else None,
         "ratio": common.median([r["ratio"] for r in rounds]),
         "ratio_per_round": [r["ratio"] for r in rounds],
         "dogvae_epoch_end_share": round(sum(epoch_end) / sum(epochs), 4) if epochs else None,
         "flops": flops,
-        "gflops": {"baseline": gflops(baseline_rate), "dogvae": gflops(dogvae_rate)},
+        "gflops": achieved,
         "cpu": cpu,
         "peak_fraction": {
-            "baseline": round(gflops(baseline_rate) / cpu["peak_gflops"], 3)
-            if cpu["peak_gflops"]
-            else None,
-            "dogvae": round(gflops(dogvae_rate) / cpu["peak_gflops"], 3)
-            if cpu["peak_gflops"]
-            else None,
+            who: round(value / cpu["peak_gflops"], 3) if cpu["peak_gflops"] else None
+            for who, value in achieved.items()
         },
     }
     common.emit(result)

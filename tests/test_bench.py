@@ -275,3 +275,26 @@ def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
     again = json_output(bench("sample_quality.py", *args, "--cache", str(cache), wait_option=False))
     assert again["feature_network"]["trained"] is False  # the cached weights
     assert again["runs"] == result["runs"]
+
+
+def test_the_train_bench_counts_any_preset_from_its_layers():
+    """The generic count gives the seed's hand count, counts a shared trunk once and
+    puts a transposed convolution at its input pixels."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import train as train_bench
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from dogvae.config import PRESETS
+    from dogvae.model import build_vae
+
+    seed = build_vae(PRESETS["seed"].model)
+    assert train_bench.model_flops(seed.parts)["forward_per_image"] == 69_599_360
+    ar = build_vae(PRESETS["quality-ar"].model)
+    counted = train_bench.model_flops((ar.encoder, ar.decoder, ar.scale_decoder))
+    plain = train_bench.model_flops((ar.encoder, ar.decoder))
+    head = counted["layers"]["decoder_scale log_scale_raw"]
+    assert head == 9 * 32 * 1 * 64 * 64 * 2  # the head's 3x3 convolution, once
+    assert counted["forward_per_image"] == plain["forward_per_image"] + head
+    assert counted["layers"]["decoder deconv_4"] == 9 * 64 * 32 * 32 * 32 * 2
+    assert counted["train_per_image"] == 3 * counted["forward_per_image"]
