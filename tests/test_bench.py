@@ -259,6 +259,16 @@ def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
         bench("sample_quality.py", *args, "--cache", str(cache), wait_option=False)
     )
     assert result["feature_network"]["trained"] is True and cache.exists()
+    assert result["feature_network"]["kind"] == "simclr"  # the default
+    assert 0 <= result["feature_network"]["validation_view_retrieval"] <= 1
+    verdict = result["calibration_verdict"]
+    assert set(verdict["checks"]) == {
+        "real < blurred 1 px",
+        "blurred 1 px < blurred 2 px",
+        "blurred 1 px < scrambled",
+        "real < scrambled / 10",
+    }
+    assert verdict["passed"] == all(verdict["checks"].values())
     calibration = result["calibration"]
     assert calibration["real validation photos"]["fd"] >= 0
     assert set(calibration) >= {"blurred, sigma 2 px", "scrambled 8x8 patches (not a dog)"}
