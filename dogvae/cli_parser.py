@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=_number, help="Adam's learning rate")
     train.add_argument("--kl-warmup", type=_non_negative_int, help="epochs of KL warm-up")
     train.add_argument(
+        "--mean-weight",
+        type=_number,
+        help="quality-ar: weight of the mean image's own logistic term in the objective "
+        "(keeps decoder.keras's mean sharp; the reported loss is the -ELBO without it)",
+    )
+    train.add_argument(
         "--lr-schedule",
         choices=LR_SCHEDULES,
         help="constant, or cosine down to 1%% of the rate by the last epoch or the budget",

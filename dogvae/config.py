@@ -125,7 +125,7 @@ class ModelConfig:
             "bernoulli" (the original) or "logistic", which adds a second head, the
             log-scale, saved as ``decoder_scale.keras``, or "logistic-ar", which also
             learns how each pixel follows the errors of its causal neighbours (see
-            ``dogvae.model.NEIGHBOURS``).
+            ``dogvae.likelihood.NEIGHBOURS``).
     """
 
     image_size: int = 64
@@ -212,6 +212,12 @@ class TrainConfig:
         lr_schedule: "constant", or "cosine": the learning rate falls along a half
             cosine to 1% of ``learning_rate`` by the end of the run, which is the
             last epoch or the time budget, whichever comes first.
+        mean_weight: For a "logistic-ar" model, the weight of a second term in the
+            objective: the plain discretised logistic of the decoder's mean, at the
+            head's scales (held fixed for it). The autoregressive likelihood alone lets
+            the mean drift in its smooth part, which the neighbours' errors explain,
+            and decoder.keras's mean is the image every page shows. The reported loss
+            stays the -ELBO without it. 0 (the default): no such term.
     """
 
     epochs: int = 30
@@ -225,6 +231,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     flip: bool = False
     shift: int = 0
+    mean_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -243,6 +250,8 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not (_is_number(self.kl_weight) and 0 <= self.kl_weight <= 100):
             raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
+        if not (_is_number(self.mean_weight) and 0 <= self.mean_weight <= 100):
+            raise ValueError(f"mean_weight must be in [0, 100], got {self.mean_weight!r}")
         if not _is_int(self.kl_warmup_epochs) or self.kl_warmup_epochs < 0:
             raise ValueError(
                 f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}"

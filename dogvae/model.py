@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is noise on a CLI
 
@@ -19,7 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from dogvae.config import ModelConfig
-from dogvae.likelihood import NEIGHBOUR_RADIUS, NEIGHBOURS
+from dogvae.neighbours import NeighbourWeights, autoregressive_means, neighbour_kernel
 
 
 @keras.saving.register_keras_serializable(package="dogvae")
@@ -80,43 +79,6 @@ LOG_SCALE_START = -3.0
 HALF_STEP = 0.5 / 255.0
 
 
-@keras.saving.register_keras_serializable(package="dogvae")
-class NeighbourWeights(layers.Layer):
-    """Holds how each pixel's mean follows its neighbours' errors; passes its input on.
-
-    The "logistic-ar" likelihood moves the mean of pixel (i, j) of channel c by
-    ``sum_k kernel[k, c] * (x - mean)[i + dy_k, j + dx_k, c]`` over ``NEIGHBOURS``
-    (errors outside the image are 0). The weights do not depend on z: the layer sits
-    at the end of the scale head only so that they are saved, checkpointed and
-    restored with it. They start at 0, the plain logistic.
-    """
-
-    def __init__(self, channels: int, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = int(channels)
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(len(NEIGHBOURS), self.channels), initializer="zeros", name="kernel"
-        )
-
-    def call(self, inputs):
-        return inputs
-
-    def get_config(self):
-        return {**super().get_config(), "channels": self.channels}
-
-
-def neighbour_kernel(scale_decoder) -> Any:
-    """The ``NeighbourWeights`` kernel of a scale head, or None (no autoregressive term)."""
-    if scale_decoder is None:
-        return None
-    for layer in scale_decoder.layers:
-        if isinstance(layer, NeighbourWeights):
-            return layer.kernel
-    return None
-
-
 def scale_head_weights(scale_decoder) -> dict[str, list[np.ndarray]]:
     """The weights of a scale head's own layers (the head after the trunk it shares with
     the decoder), by layer name, for a training that starts from it."""
@@ -150,24 +112,6 @@ def _own_layers(scale_decoder) -> list:
     names = [layer.name for layer in scale_decoder.layers]
     first = names.index("log_scale_raw") if "log_scale_raw" in names else len(names)
     return scale_decoder.layers[first:]
-
-
-def autoregressive_means(images, means, kernel):
-    """The means moved by the weighted errors of each pixel's ``NEIGHBOURS`` (see
-    ``NeighbourWeights``); ``means`` itself for ``kernel`` None."""
-    if kernel is None:
-        return means
-    errors = images - means
-    radius = NEIGHBOUR_RADIUS
-    padded = ops.pad(errors, [[0, 0], [radius, radius], [radius, radius], [0, 0]])
-    height, width = ops.shape(errors)[1], ops.shape(errors)[2]
-    moved = means
-    for index, (row, column) in enumerate(NEIGHBOURS):
-        shifted = padded[
-            :, radius + row : radius + row + height, radius + column : radius + column + width, :
-        ]
-        moved = moved + kernel[index] * shifted
-    return moved
 
 
 def build_encoder(config: ModelConfig) -> keras.Model:
@@ -326,6 +270,7 @@ class VAE(keras.Model):
         decoder: keras.Model,
         kl_weight: float = 1.0,
         scale_decoder: keras.Model | None = None,
+        mean_weight: float = 0.0,
         **kw,
     ):
         super().__init__(**kw)
@@ -341,6 +286,8 @@ class VAE(keras.Model):
         self.kl_weight = keras.Variable(
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
+        # TrainConfig.mean_weight: the mean's own logistic term, beside an AR likelihood.
+        self.mean_weight = float(mean_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -366,10 +313,13 @@ class VAE(keras.Model):
             means, log_scales = self.decoder(z, training=training), None
         else:
             means, log_scales = self._outputs(z, training=training)
-        reconstruction_loss, kl = loss_terms(
-            images, means, z_mean, z_log_var, log_scales, neighbour_kernel(self.scale_decoder)
-        )
-        return ops.mean(reconstruction_loss), ops.mean(kl)
+        kernel = neighbour_kernel(self.scale_decoder)
+        reconstruction_loss, kl = loss_terms(images, means, z_mean, z_log_var, log_scales, kernel)
+        penalty = 0.0
+        if kernel is not None and self.mean_weight:
+            held = ops.stop_gradient(log_scales)
+            penalty = self.mean_weight * ops.mean(logistic_nll(images, means, held))
+        return ops.mean(reconstruction_loss), ops.mean(kl), penalty
 
     def _update(self, reconstruction_loss, kl):
         self.loss_tracker.update_state(reconstruction_loss + kl)
@@ -383,14 +333,14 @@ class VAE(keras.Model):
         # makes that sum the gradient of the global batch mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            reconstruction_loss, kl = self._terms(data, training=True)
-            objective = (reconstruction_loss + self.kl_weight * kl) / replicas
+            reconstruction_loss, kl, penalty = self._terms(data, training=True)
+            objective = (reconstruction_loss + self.kl_weight * kl + penalty) / replicas
         gradients = tape.gradient(objective, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
         return self._update(reconstruction_loss, kl)
 
     def test_step(self, data):
-        reconstruction_loss, kl = self._terms(data, training=False)
+        reconstruction_loss, kl, _ = self._terms(data, training=False)
         return self._update(reconstruction_loss, kl)
 
 
@@ -415,10 +365,16 @@ def is_multi_worker(strategy) -> bool:
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
 
 
-def build_vae(config: ModelConfig, kl_weight: float = 1.0) -> VAE:
-    """A fresh, untrained VAE for ``config``."""
+def build_vae(config: ModelConfig, kl_weight: float = 1.0, mean_weight: float = 0.0) -> VAE:
+    """A fresh, untrained VAE for ``config`` (``mean_weight``: ``TrainConfig``'s)."""
     decoder, scale_decoder = build_decoders(config)
-    return VAE(build_encoder(config), decoder, kl_weight=kl_weight, scale_decoder=scale_decoder)
+    return VAE(
+        build_encoder(config),
+        decoder,
+        kl_weight=kl_weight,
+        scale_decoder=scale_decoder,
+        mean_weight=mean_weight,
+    )
 
 
 # decode() draws up to this many images one by one (what the app shows), more in batches.

@@ -228,3 +228,40 @@ def test_a_resumed_training_gets_its_kernel_back(tmp_path):
     kernel = np.asarray(neighbour_kernel(resumed.scale_decoder))
     assert np.abs(kernel).max() > 0
     np.testing.assert_array_equal(kernel, np.asarray(neighbour_kernel(whole.scale_decoder)))
+
+
+def test_the_mean_weight_adds_the_means_own_term_and_leaves_the_reported_loss():
+    """TrainConfig.mean_weight: the objective gains weight * the plain logistic of the mean
+    (the scales held fixed for it); the reported loss is the -ELBO either way."""
+    import tensorflow as tf
+
+    from dogvae.model import build_vae, logistic_nll, neighbour_kernel
+
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 1)).astype(np.float32) / 255
+    plain, weighted = build_vae(TINY_AR), build_vae(TINY_AR, mean_weight=2.0)
+    weighted.set_weights(plain.get_weights())
+    for vae in (plain, weighted):
+        neighbour_kernel(vae.scale_decoder).assign(np.full((len(NEIGHBOURS), 1), 0.1, np.float32))
+    for vae in (plain, weighted):  # z = z_mean: a posterior of variance e^-40
+        layer = vae.encoder.get_layer("z_log_var")
+        layer.set_weights(
+            [np.zeros_like(w) - 40.0 * (i == 1) for i, w in enumerate(layer.get_weights())]
+        )
+    rec, _, penalty = weighted._terms(images, training=False)
+    rec0, _, penalty0 = plain._terms(images, training=False)
+    assert penalty0 == 0.0
+    np.testing.assert_allclose(float(rec), float(rec0), rtol=1e-6)
+    z_mean, _, _ = weighted.encoder(images)
+    means, log_scales = weighted._outputs(z_mean)
+    expected = 2.0 * float(np.mean(logistic_nll(images, means, log_scales)))
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty) > float(rec)  # without the neighbours the mean's errors cost more
+    with tf.GradientTape() as tape:
+        _, _, penalty = weighted._terms(images, training=False)
+    scale_layer = weighted.scale_decoder.get_layer("log_scale_raw").trainable_weights
+    image_layer = weighted.decoder.layers[-1].trainable_weights
+    gradients = tape.gradient(penalty, scale_layer + image_layer)
+    assert all(g is None or not np.asarray(g).any() for g in gradients[: len(scale_layer)])
+    assert np.abs(np.asarray(gradients[-1])).max() > 0  # it moves the mean
+    with pytest.raises(ValueError, match="mean_weight"):
+        TrainConfig(mean_weight=-1)

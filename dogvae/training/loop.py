@@ -128,7 +128,11 @@ def train_vae(
     # The model, under the strategy whose devices it trains on.
     keras.utils.set_random_seed(train_config.seed)
     with (strategy or make_strategy()).scope():
-        vae = build_vae(model_config, kl_weight=kl_weight_for_epoch(train_config, 0))
+        vae = build_vae(
+            model_config,
+            kl_weight=kl_weight_for_epoch(train_config, 0),
+            mean_weight=train_config.mean_weight,
+        )
         if initial_weights is not None:
             vae.encoder.set_weights(initial_weights[0])
             vae.decoder.set_weights(initial_weights[1])
