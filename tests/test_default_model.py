@@ -20,7 +20,7 @@ def test_the_default_run_ships_complete_and_small():
     assert sum(path.stat().st_size for path in DEFAULT.iterdir()) <= 16 * 1024 * 1024
     assert not [name for name in names if name.lower().endswith((".jpg", ".jpeg", ".png"))]
     assert info.config["data"]["readable"] >= 12_000  # trained on dogs_large.csv
-    assert info.config["preset"] == "quality-logistic"
+    assert info.config["preset"] == "quality-ar"
 
 
 def test_the_default_run_loads_and_draws_dogs():
@@ -53,8 +53,8 @@ def test_the_default_model_is_listed_but_cannot_be_deleted(app_dirs, monkeypatch
 
 
 # The default's figures on dogs.csv's 200 held-out photos: MODEL_CARD.md quotes the loss
-# as -ELBO 6.433 bits/dim (18,263.5 nats / (4,096 ln 2)) and PSNR 20.36 dB.
-CARD_EXCESS, CARD_PSNR = 18263.52, 20.36
+# as -ELBO 5.497 bits/dim (15,605.6 nats / (4,096 ln 2)) and PSNR 20.32 dB.
+CARD_EXCESS, CARD_PSNR = 15605.63, 20.32
 
 
 @pytest.mark.skipif(not SHARED_DOGS_CSV.exists(), reason="needs ../shared/data/dogs.csv")
