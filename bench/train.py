@@ -326,32 +326,17 @@ def main(argv=None) -> int:
     python = sys.executable
     same = ["--n", str(args.n), "--epochs", str(args.epochs), "--batch", str(args.batch)]
     baseline_command = [python, str(args.baseline), str(args.csv), *same]
-    dogvae_command = [
-        python,
-        str(Path(__file__).resolve()),
-        "--worker",
-        "--csv",
-        str(args.csv),
-        *same,
-        *(["--split"] if args.split else []),
-        "--pipeline",
-        args.pipeline,
-        "--preset",
-        args.preset,
-    ]
+
+    def worker_command(flag: str, *extra: str) -> list[str]:
+        return [python, str(Path(__file__).resolve()), flag, "--csv", str(args.csv), *same,
+                *extra, "--preset", args.preset]  # fmt: skip
+
+    split = ["--split"] if args.split else []
+    dogvae_command = worker_command("--worker", *split, "--pipeline", args.pipeline)
+    keras_command = worker_command("--keras-worker")
     contenders = ("baseline", "dogvae")
     if args.preset != "seed":
         contenders = ("baseline", "dogvae", "keras")
-    keras_command = [
-        python,
-        str(Path(__file__).resolve()),
-        "--keras-worker",
-        "--csv",
-        str(args.csv),
-        *same,
-        "--preset",
-        args.preset,
-    ]
     # dogvae's workers load through a cache of their own, filled before the rounds.
     from dogvae.config import DataConfig
     from dogvae.data import load_dataset

@@ -131,15 +131,10 @@ def _train(args) -> int:
 
     initial_weights = init_from = None
     if args.init_from:
-        from dogvae.model import scale_head_weights
         from dogvae.runs import lineage
 
         start = _load_run(args.init_from)
-        initial_weights = (
-            start.encoder.get_weights(),
-            start.decoder.get_weights(),
-            scale_head_weights(start.scale_decoder),
-        )
+        initial_weights = start.start_weights()
         init_from = lineage(start.info)
 
     with stop_on_signals() as stop:

@@ -112,6 +112,23 @@ def discretized_logistic_log_prob(outputs: Any, pixels: np.ndarray) -> np.ndarra
     return np.maximum(log_prob, -1e4).reshape(len(log_prob), -1).sum(axis=1)
 
 
+def neighbour_errors(errors: np.ndarray, offsets: Any = NEIGHBOURS) -> np.ndarray:
+    """(n, H, W, C) errors -> (n, H, W, C, K): at each pixel, the errors of the pixels at
+    its (row, column) ``offsets``, 0 where one falls outside the image."""
+    offsets = np.asarray(offsets, np.int64).reshape(-1, 2)
+    radius = int(np.abs(offsets).max()) if len(offsets) else 0
+    padded = np.pad(errors, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
+    height, width = errors.shape[1:3]
+    tops, lefts = radius + offsets[:, 0], radius + offsets[:, 1]
+    return np.stack(
+        [
+            padded[:, top : top + height, left : left + width]
+            for top, left in zip(tops, lefts, strict=True)
+        ],
+        axis=-1,
+    )
+
+
 def autoregressive_logistic_log_prob(neighbours: Any, weights: Any) -> PixelLogProb:
     """The discretised logistic of a "logistic-ar" run, for its neighbours and weights.
 
@@ -134,14 +151,8 @@ def autoregressive_logistic_log_prob(neighbours: Any, weights: Any) -> PixelLogP
         means, log_scales = outputs
         means = np.asarray(means, np.float64)
         values = _check_pixels(pixels, means.shape).astype(np.float64)
-        errors = values / (BINS - 1) - means
-        radius = int(np.abs(offsets).max()) if len(offsets) else 0
-        padded = np.pad(errors, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
-        height, width = means.shape[1:3]
-        moved = means.copy()
-        for (row, column), weight in zip(offsets, kernel, strict=True):
-            top, left = radius + row, radius + column
-            moved += weight * padded[:, top : top + height, left : left + width, :]
+        neighbours = neighbour_errors(values / (BINS - 1) - means, offsets)
+        moved = means + np.einsum("nhwck,kc->nhwc", neighbours, kernel)
         return discretized_logistic_log_prob((moved, log_scales), pixels)
 
     return log_prob

@@ -38,6 +38,17 @@ class LoadedRun:
 
         return decode(self.decoder, z)
 
+    def start_weights(self) -> tuple:
+        """Its weights for a training that starts from it (``train_vae``'s ``initial_weights``):
+        encoder, decoder and the scale head's own layers."""
+        from dogvae.model import scale_head_weights
+
+        return (
+            self.encoder.get_weights(),
+            self.decoder.get_weights(),
+            scale_head_weights(self.scale_decoder),
+        )
+
     def evaluate(self, images: np.ndarray) -> dict[str, float]:
         """Mean per-image loss, reconstruction, kl, floor, excess and PSNR on ``images``, as
         ``dogvae.evaluation.evaluate_images`` computes them."""

@@ -61,14 +61,7 @@ def start_weights(model_config) -> tuple[tuple, dict]:
             f"architecture: preset {default.info.config.get('preset')!r} with latent size "
             f"{default.info.model_config.latent_dim}. Choose those, or start from scratch."
         )
-    from dogvae.model import scale_head_weights
-
-    weights = (
-        default.encoder.get_weights(),
-        default.decoder.get_weights(),
-        scale_head_weights(default.scale_decoder),
-    )
-    return weights, lineage(default.info)
+    return default.start_weights(), lineage(default.info)
 
 
 def start(dataset, preset_name, settings: dict, run_name: str):

@@ -21,21 +21,17 @@ from dataclasses import replace
 import numpy as np
 
 from dogvae.data import load_dataset
-from dogvae.likelihood import NEIGHBOUR_RADIUS, NEIGHBOURS, autoregressive_logistic_log_prob
+from dogvae.likelihood import NEIGHBOURS, autoregressive_logistic_log_prob, neighbour_errors
 from dogvae.loaded_run import load_run
-from dogvae.model import build_vae, decode, encode, neighbour_kernel
+from dogvae.model import (
+    build_vae,
+    decode,
+    encode,
+    neighbour_kernel,
+    scale_head_weights,
+    set_scale_head_weights,
+)
 from dogvae.runs import read_history, save_run
-
-
-def neighbour_errors(errors: np.ndarray) -> np.ndarray:
-    """(n, H, W, C) errors -> (n, H, W, C, K): each pixel's ``NEIGHBOURS``' errors."""
-    height, width = errors.shape[1:3]
-    r = NEIGHBOUR_RADIUS
-    padded = np.pad(errors, ((0, 0), (r, r), (r, r), (0, 0)))
-    return np.stack(
-        [padded[:, r + dy : r + dy + height, r + dx : r + dx + width] for dy, dx in NEIGHBOURS],
-        axis=-1,
-    )
 
 
 def main() -> int:
@@ -82,9 +78,7 @@ def main() -> int:
     vae = build_vae(model_config)
     vae.encoder.set_weights(start.encoder.get_weights())
     vae.decoder.set_weights(start.decoder.get_weights())
-    for layer in start.scale_decoder.layers:
-        if layer.get_weights():
-            vae.scale_decoder.get_layer(layer.name).set_weights(layer.get_weights())
+    set_scale_head_weights(vae.scale_decoder, scale_head_weights(start.scale_decoder))
     raw = vae.scale_decoder.get_layer("log_scale_raw")
     weights = raw.get_weights()
     weights[-1] = weights[-1] + best
