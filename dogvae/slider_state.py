@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from dogvae.components.latent_canvas import Report
 from dogvae.latent import SliderBasis
 
 LIMIT = 3.0  # sliders and pad run from -LIMIT to +LIMIT
@@ -104,15 +105,19 @@ class SliderState:
         """The server path's slider widgets' values, as the user left them."""
         st.session_state[self._key("values")] = [float(value) for value in values]
 
-    def take_report(self, values: list[float] | None) -> bool:
+    def take_report(self, report: Report | None) -> bool:
         """Take the canvas' newest report as the values; False when there is none new.
 
         A report stays in the canvas' state after the page sets values of its own
-        (Reset), so only a report other than the last one taken is the user's move.
+        (Reset), so only a report other than the last one taken is the user's move;
+        and one of an older revision than the page's values was moved from values
+        the page has replaced since (Reset clicked before it arrived): dropped.
         """
         taken = self._key("taken")
-        if values is None or values == st.session_state.get(taken):
+        if report is None or report.revision != self.revision:
             return False
-        st.session_state[taken] = values
-        st.session_state[self._key("values")] = [float(value) for value in values]
+        if report == st.session_state.get(taken):
+            return False
+        st.session_state[taken] = report
+        st.session_state[self._key("values")] = [float(value) for value in report.values]
         return True

@@ -13,8 +13,8 @@ from dogvae import canvas_ui, images, samplers, ui
 from dogvae.components.latent_canvas import (
     BrowserDecoder,
     browser_failed,
+    last_report,
     latent_canvas,
-    reported_values,
 )
 from dogvae.slider_state import LIMIT, STEP, SliderState
 
@@ -208,7 +208,7 @@ def browser_sliders(decoder: BrowserDecoder) -> str | None:
     pad = pad_axes()
     width = canvas_ui.display_width(config.image_size)
     # The user's last move first, so that the server decodes its point only.
-    sliders.take_report(reported_values(sliders.canvas_key))
+    sliders.take_report(last_report(sliders.canvas_key))
     image = run.decode(sliders.point())[0]
     residual = sliders.residual
     state = latent_canvas(
@@ -228,7 +228,7 @@ def browser_sliders(decoder: BrowserDecoder) -> str | None:
     )
     if state.unavailable:
         return state.unavailable
-    if sliders.take_report(state.values):
+    if sliders.take_report(state.report):
         image = run.decode(sliders.point())[0]
     point_buttons(image)
     return None

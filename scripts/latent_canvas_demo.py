@@ -113,9 +113,9 @@ state = latent_canvas(
 if state.unavailable:
     st.warning(f"Decoding on the server: {state.unavailable}")
     st.image(server_png(run, basis.to_point(values)), width=WIDTH)
-elif state.values is not None:
-    st.session_state[key] = state.values
-st.caption(f"Reported values: {state.values}")
+elif state.report is not None and state.report.revision == st.session_state[key + "-revision"]:
+    st.session_state[key] = state.report.values  # a report from before Reset is dropped
+st.caption(f"Reported values: {state.report.values if state.report else None}")
 
 st.subheader("Frames")
 frames = np.stack([basis.to_point(np.full(len(basis.labels), value)) for value in FRAME_VALUES])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests import canvas_helpers
 from tests.browser_helpers import (
@@ -170,6 +171,7 @@ def generate_flow(served, run_dir: Path) -> None:
         return server.basis.to_point(values, residual)
 
     with chromium() as context:
+        context.add_init_script(HOLD_MESSAGES)
         page, errors = open_page(context, url, log, "Generate")
         assert assert_parity(page, server, point_of) == pytest.approx(start)
 
@@ -197,12 +199,17 @@ def generate_flow(served, run_dir: Path) -> None:
         )
         assert_parity(page, server, point_of)
 
-        # Reset and Random point: the page's values replace the user's, residual gone.
+        # Reset and Random point: the page's values replace the user's, residual gone;
+        # Reset wins over a key press reported after it (its report was on its way).
         wait_idle(page)
-        page.get_by_role("button", name="Reset", exact=True).click()
+        reset_before_the_report_is_answered(page, slider)
         zeros = [0.0] * len(server.basis.labels)
         wait_until(lambda: canvas_pixels(page, 1)[0] == zeros, what="the canvas to reset")
+        page.wait_for_timeout(800)
+        wait_idle(page)
+        assert canvas_pixels(page, 1)[0] == zeros, "a late report undid Reset"
         assert_parity(page, server, lambda values: point_of(values, None))
+        assert_download_is_the_canvas(page)
         wait_idle(page)
         page.get_by_role("button", name="Random point", exact=True).click()
         wait_until(lambda: canvas_pixels(page, 1)[0] != zeros, what="a random point")
@@ -210,6 +217,52 @@ def generate_flow(served, run_dir: Path) -> None:
         wait_idle(page)
         assert not errors.take_unexpected(), "the browser reported errors"
         assert page.get_by_text("Decoding on the server").count() == 0
+
+
+# Test-only: the page's websocket can hold what the server sends until released, so that
+# a test can have the browser act before a rerun's answer arrives.
+HOLD_MESSAGES = """(() => {
+  const queue = [];
+  window.dogvaeHold = false;
+  window.dogvaeRelease = () => {
+    window.dogvaeHold = false;
+    while (queue.length) queue.shift()();
+  };
+  const gate = (handler) => function (event) {
+    if (window.dogvaeHold || queue.length) queue.push(() => handler.call(this, event));
+    else handler.call(this, event);
+  };
+  const add = WebSocket.prototype.addEventListener;
+  WebSocket.prototype.addEventListener = function (type, listener, options) {
+    const gated = type === "message" && typeof listener === "function";
+    return add.call(this, type, gated ? gate(listener) : listener, options);
+  };
+  const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+  Object.defineProperty(WebSocket.prototype, "onmessage", {
+    configurable: true,
+    get() { return onmessage.get.call(this); },
+    set(handler) { onmessage.set.call(this, handler ? gate(handler) : handler); },
+  });
+})()"""
+
+
+def reset_before_the_report_is_answered(page, slider) -> None:
+    """A key press, then Reset at once; the press's report (250 ms later) leaves before
+    the browser hears Reset's answer, so the server gets Reset first, then the report."""
+    page.evaluate("window.dogvaeHold = true")
+    slider.press("ArrowLeft")
+    page.get_by_role("button", name="Reset", exact=True).click()
+    page.wait_for_timeout(700)
+    page.evaluate("window.dogvaeRelease()")
+
+
+def assert_download_is_the_canvas(page) -> None:
+    """The point's Download PNG (the server's idea of the point) is the image shown."""
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator(".st-key-generate-point-download button").click()
+    with Image.open(download_info.value.path()) as png:
+        downloaded = np.asarray(png.convert("L"))[..., None]
+    assert_close(canvas_pixels(page, 1)[1], downloaded, "the downloaded point")
 
 
 def test_generate_parity_for_the_default_model(served) -> None:

@@ -69,16 +69,31 @@ class BrowserDecoder:
 
 
 @dataclass(frozen=True)
+class Report:
+    """The slider / pad values at a release.
+
+    Attributes:
+        values: The values.
+        revision: The ``revision`` of the page's values they were moved from; a report
+            of an older revision than the page's current one predates the page's own
+            move (a Reset clicked before the report arrived) and should be dropped.
+    """
+
+    values: list[float]
+    revision: int
+
+
+@dataclass(frozen=True)
 class CanvasState:
     """What the component reported.
 
     Attributes:
-        values: The slider / pad values at the last release (None before the first).
+        report: The values at the last release (None before the first).
         unavailable: Why the browser cannot decode, or None; when set, nothing was
             drawn by this call and the page should draw with the server.
     """
 
-    values: list[float] | None = None
+    report: Report | None = None
     unavailable: str | None = None
 
 
@@ -149,7 +164,7 @@ def latent_canvas(
 
     With ``directions``, the component shows a slider per direction (``sliders``)
     and/or a 2-D pad over two of them (``pad=(i, j)``: i across, j up), and redraws
-    on every input event; the values come back in ``CanvasState.values`` on release.
+    on every input event; the values come back in ``CanvasState.report`` on release.
     The point is computed as ``dogvae.latent.SliderBasis.to_point`` computes it: pass
     the basis' origin (plus any residual), directions and scales.
 
@@ -230,14 +245,19 @@ def _failed_key(key: str) -> str:
     return f"{key}:unavailable"
 
 
-def reported_values(key: str) -> list[float] | None:
-    """The values the canvas ``key`` last reported (None before any), readable before it is
+def last_report(key: str) -> Report | None:
+    """What the canvas ``key`` last reported (None before any), readable before it is
     drawn in a run: a page can then decode the user's point once, not the previous one too."""
     import streamlit as st
 
     state = st.session_state.get(key)
-    values = state.get("values") if isinstance(state, dict) else None
-    return [float(value) for value in values] if values else None
+    return _report(state.get("report") if isinstance(state, dict) else None)
+
+
+def _report(raw: Any) -> Report | None:
+    if not isinstance(raw, dict) or not raw.get("values"):
+        return None
+    return Report([float(value) for value in raw["values"]], int(raw.get("revision", 0)))
 
 
 def preload(decoder: BrowserDecoder | None = None, *, key: str) -> None:
@@ -325,7 +345,7 @@ def _mount(
         result = _component()(
             key=key,
             data=data,
-            on_values_change=lambda: None,
+            on_report_change=lambda: None,
             on_unavailable_change=lambda: None,
         )
     unavailable = result.get("unavailable")
@@ -333,8 +353,7 @@ def _mount(
         holder.empty()  # the page draws with the server in its place
         st.session_state[remembered] = str(unavailable)
         return CanvasState(unavailable=str(unavailable))
-    values = result.get("values")
-    return CanvasState(values=[float(value) for value in values] if values else None)
+    return CanvasState(report=_report(result.get("report")))
 
 
 @functools.cache

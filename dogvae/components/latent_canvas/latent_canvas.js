@@ -70,6 +70,7 @@ class View {
     ]);
     if (signature !== this.signature) {
       this.signature = signature;
+      clearTimeout(this.reportTimer); // the page's values win over a move not yet reported
       this.values = numbers(data.values);
       this.frame = 0;
       this.autoplayed = false;
@@ -178,9 +179,13 @@ class View {
     }
   }
 
+  // Report the values after a release, with the revision of the page's values they were
+  // moved from: a report still on its way when the page sets values of its own (Reset
+  // clicked right after a key press) is then recognised as older and dropped.
   report() {
     clearTimeout(this.reportTimer);
-    const send = () => this.setStateValue("values", this.values.slice());
+    const revision = this.data.revision;
+    const send = () => this.setStateValue("report", { values: this.values.slice(), revision });
     this.reportTimer = setTimeout(send, REPORT_DELAY_MS);
   }
 
