@@ -220,11 +220,13 @@ class TrainingJob:
         A closed browser tab must not leave a thread training (and holding a
         server slot) for hours; a brief reconnect must not kill the training.
         """
-        last_wanted = time.monotonic()
+        gone_since = None  # when the session was first seen gone (it left before that)
         while self.running:
             if self.is_wanted():
-                last_wanted = time.monotonic()
-            elif time.monotonic() - last_wanted > self.abandon_after:
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since >= self.abandon_after:
                 self.abandoned = True
                 self.stop()
                 return
