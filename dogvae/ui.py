@@ -17,6 +17,7 @@ TensorFlow has loaded.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import gc
@@ -318,15 +319,23 @@ def show_images(batch: np.ndarray, *, cols: int | None = None, scale: int = 2, c
     return grid
 
 
-def show_image(image: np.ndarray, *, scale: int = 4, caption=None, width: Any = "content"):
-    """One image (H, W, C) enlarged for the screen."""
+def show_image(
+    image: np.ndarray, *, scale: int = 4, caption=None, width: Any = "content", inline=False
+):
+    """One image (H, W, C) enlarged for the screen.
+
+    ``inline``: sent in the page's message as a data URL, so the browser shows it
+    without a second request (for a small image redrawn often).
+    """
+    enlarged = images.upscale(images.to_uint8(image), scale)
+    if inline:
+        picture: Any = "data:image/png;base64," + base64.b64encode(
+            images.png_bytes(enlarged)
+        ).decode("ascii")
+    else:
+        picture = _display(enlarged)
     # PNG: the default JPEG blurs the edges of enlarged pixels.
-    st.image(
-        _display(images.upscale(images.to_uint8(image), scale)),
-        caption=caption,
-        width=width,
-        output_format="PNG",
-    )
+    st.image(picture, caption=caption, width=width, output_format="PNG")
 
 
 # Streamlit shrinks (bilinearly) any image wider than this, so images are only

@@ -184,23 +184,29 @@ def sampled_dogs() -> None:
         nearest_training_images(decoded)
 
 
+@st.fragment
 def server_sliders(reason: str | None) -> None:
-    """Today's sliders: a rerun and a server decode per release."""
+    """Today's sliders: a rerun and a server decode per release.
+
+    A fragment of its own inside ``latent_sliders``: a release reruns the sliders and
+    the image only, not the headers and the photo upload above them.
+    """
     if reason:
         canvas_ui.server_note(reason)
     for key, value in zip(sliders.widget_keys, sliders.values, strict=True):
         st.session_state.setdefault(key, float(value))
-    slider_column, image_column = st.columns(2)
-    with slider_column:
-        values = [
-            st.slider(label, -LIMIT, LIMIT, step=STEP, key=key, persist_state="session")
-            for label, key in zip(basis.labels, sliders.widget_keys, strict=True)
-        ]
-    sliders.take_widgets(values)
+    # The widgets' new values are in the session before they are drawn: the image goes
+    # first (the browser shows it while the sliders are still being sent), inline (no
+    # second request for it).
+    sliders.take_widgets([st.session_state[key] for key in sliders.widget_keys])
     image = run.decode(sliders.point())[0]
+    slider_column, image_column = st.columns(2)
     with image_column:
-        ui.show_image(image, scale=4)
+        ui.show_image(image, scale=4, inline=True)
         point_buttons(image)
+    with slider_column:
+        for label, key in zip(basis.labels, sliders.widget_keys, strict=True):
+            st.slider(label, -LIMIT, LIMIT, step=STEP, key=key, persist_state="session")
 
 
 def browser_sliders(decoder: BrowserDecoder) -> str | None:

@@ -16,6 +16,7 @@ as callables, by file name.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import shutil
@@ -156,7 +157,9 @@ def downloaded(media, at: AppTest, key: str) -> np.ndarray:
 
 
 def pixels(media, url: str) -> np.ndarray:
-    data, _ = media[url]
+    """An image's pixels, from the media files or inline (a data URL)."""
+    inline = "data:image/png;base64,"
+    data = base64.b64decode(url.removeprefix(inline)) if url.startswith(inline) else media[url][0]
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
