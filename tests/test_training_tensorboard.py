@@ -13,7 +13,7 @@ import tensorflow as tf
 from dogvae.cli import main
 from dogvae.config import TrainConfig
 from dogvae.training import train_vae
-from tests.training_helpers import TINY, blobs
+from tests.training_helpers import TINY, blobs, interrupted_run
 
 
 def read_events(folder: Path) -> dict[str, dict[int, object]]:
@@ -96,3 +96,22 @@ def test_train_tensorboard_refuses_a_file(tmp_path, image_folder, capsys):
     err = capsys.readouterr().err
     assert "--tensorboard" in err and "is a file" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("way", ["resume_and_save", "TrainingJob.resuming"])
+def test_a_resumed_training_goes_on_writing_its_logs(tmp_path, monkeypatch, way):
+    from dogvae.training import checkpoint as ckpt
+    from dogvae.training.jobs import TrainingJob
+    from dogvae.training.loop import resume_and_save
+
+    logs = tmp_path / "tb"
+    run, dataset = interrupted_run(tmp_path, monkeypatch, tensorboard_dir=logs)
+    assert 2 not in read_events(logs / "train")["epoch_loss"]
+    saved = ckpt.read_checkpoint(run)
+    if way == "resume_and_save":
+        resume_and_save(saved, dataset)
+    else:
+        job = TrainingJob.resuming(saved, dataset)
+        assert job.tensorboard_dir == logs
+        assert job.start().wait(120) and job.status == "finished"
+    assert 2 in read_events(logs / "train")["epoch_loss"]  # the resumed epoch

@@ -82,9 +82,10 @@ def epoch_batches(dataset):
     return [batch.numpy() for batch in dataset]
 
 
-def interrupted_run(folder, monkeypatch, name="run"):
+def interrupted_run(folder, monkeypatch, name="run", **options):
     """``folder/name`` as a kill right after its first epoch's checkpoint leaves it (a
-    2-epoch TINY training through train_and_save), and the in-memory Dataset it used."""
+    2-epoch TINY training through train_and_save, ``options`` passed on), and the
+    in-memory Dataset it used."""
     import pytest
 
     from dogvae.training.checkpointer import Checkpointer
@@ -110,5 +111,6 @@ def interrupted_run(folder, monkeypatch, name="run"):
                 run,
                 preset="custom",
                 source={"path": str(folder / "images"), "data_root": None},
+                **options,
             )
     return run, dataset

@@ -211,7 +211,7 @@ class TrainingJob:
             init_from=settings.get("init_from"),
             source=settings.get("source"),
             resume=checkpoint,
-            **options,
+            **{"tensorboard_dir": _path(settings.get("tensorboard_dir")), **options},
         )
 
     def _watch(self) -> None:
@@ -329,3 +329,7 @@ class TrainingJob:
         finally:
             if self.slots is not None:
                 self.slots.release()
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

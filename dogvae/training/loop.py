@@ -327,6 +327,8 @@ def train_and_save(
             "fingerprint": data_fingerprint(dataset),
             "source": source,
             "init_from": init_from,
+            # A resumed run goes on writing its TensorBoard logs where it wrote them.
+            "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
         }
         checkpoints = CheckpointPlan(Path(out_dir), settings, checkpoint_interval())
     # Indices into the one array: a split of a large (memory-mapped) set is never copied.
@@ -401,6 +403,7 @@ def resume_and_save(
         strategy=strategy,
         init_from=settings.get("init_from"),
         stop_reason=stop_reason,
+        tensorboard_dir=settings.get("tensorboard_dir"),
         source=settings.get("source"),
         resume=checkpoint,
     )
