@@ -265,9 +265,15 @@ def _generate(args) -> int:
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
     from dogvae import images, samplers
+    from dogvae.pixel_samples import MAX_PIXEL_TEMPERATURE
     from dogvae.runs import read_latent_stats, read_run_info
 
     samplers.check_temperature(args.temperature)
+    if not 0 <= args.pixel_temperature <= MAX_PIXEL_TEMPERATURE:
+        raise ValueError(
+            f"--pixel-temperature must be from 0 to {MAX_PIXEL_TEMPERATURE:g}, "
+            f"got {args.pixel_temperature:g}"
+        )
     stats = read_latent_stats(args.run) if args.sampler != "prior" else None
     info = read_run_info(args.run)
     try:
@@ -277,7 +283,12 @@ def _generate(args) -> int:
     except ValueError as error:
         raise ValueError(f"{args.run}: {error}") from None
     run = _load_run(args.run)
-    decoded = run.decode(z)
+    draw = args.pixels == "draw" or (args.pixels == "auto" and run.draws_pixels)
+    if draw:
+        decoded = run.sample_images(z, args.pixel_temperature, args.seed)
+        pixels_said = f", pixels drawn at temperature {args.pixel_temperature:g}"
+    else:
+        decoded, pixels_said = run.decode(z), ", mean images"
     if kind == "grid":
         images.save_image(out, images.upscale(images.image_grid(decoded), args.scale))
     elif kind == "array":
@@ -294,7 +305,7 @@ def _generate(args) -> int:
     written = f"{out}{os.sep}" if kind == "folder" else str(out)
     print(
         f"wrote {written}: {args.n} samples from {run.info.name}, drawn from "
-        f"{samplers.SAMPLERS[sampler].source} at temperature {args.temperature:g}"
+        f"{samplers.SAMPLERS[sampler].source} at temperature {args.temperature:g}{pixels_said}"
     )
     return 0
 

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from dogvae.latent import METHODS
+    from dogvae.pixel_samples import DEFAULT_PIXEL_TEMPERATURE, MAX_PIXEL_TEMPERATURE
     from dogvae.samplers import AUTO, SAMPLER_CHOICES, SAMPLERS
 
     generate = commands.add_parser("generate", help="write sampled dogs: a grid, an array or PNGs")
@@ -155,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--temperature", type=_number, default=1.0, help="spread of the samples (default 1)"
+    )
+    generate.add_argument(
+        "--pixels",
+        choices=("auto", "draw", "mean"),
+        default="auto",
+        help="draw: each image drawn from the model's pixel likelihood (a discretised "
+        "logistic's runs; sharper, with grain); mean: the decoder's mean image (smooth); "
+        "auto (default): draw where the run can, else mean",
+    )
+    generate.add_argument(
+        "--pixel-temperature",
+        type=_number,
+        default=DEFAULT_PIXEL_TEMPERATURE,
+        help=f"scales the pixels' spread when drawn, 0 to {MAX_PIXEL_TEMPERATURE:g} "
+        f"(default {DEFAULT_PIXEL_TEMPERATURE:g})",
     )
 
     interpolate = commands.add_parser(

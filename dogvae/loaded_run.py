@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dogvae.likelihood import DEFAULT_SAMPLES, likelihood_bounds, pixel_log_prob_for
+from dogvae.pixel_samples import DEFAULT_PIXEL_TEMPERATURE, sample_pixels
 from dogvae.runs import RunInfo, read_run_info
 
 
@@ -37,6 +38,39 @@ class LoadedRun:
         from dogvae.model import decode
 
         return decode(self.decoder, z)
+
+    @property
+    def draws_pixels(self) -> bool:
+        """Whether its likelihood is one images can be drawn from (a discretised logistic)."""
+        return self.scale_decoder is not None
+
+    def sample_images(
+        self, z: np.ndarray, temperature: float = DEFAULT_PIXEL_TEMPERATURE, seed: int | None = None
+    ) -> np.ndarray:
+        """uint8 images (n, H, W, C) drawn from p(x|z) at ``temperature`` (see
+        ``dogvae.pixel_samples``), for latent points (n, latent_dim) or one (d,).
+
+        Raises:
+            ValueError: When the run's likelihood is not one to draw from (``draws_pixels``).
+        """
+        from dogvae.model import decode
+
+        if not self.draws_pixels:
+            raise ValueError(
+                f"{self.info.name} models the pixels with binary cross-entropy, which has no "
+                "8-bit images to draw; only its mean images can be shown"
+            )
+        z = np.asarray(z, np.float32).reshape(-1, self.info.model_config.latent_dim)
+        described = self.info.config.get("likelihood") or {}
+        autoregressive = described.get("distribution") == "discretized_logistic_ar"
+        return sample_pixels(
+            self.decode(z),
+            decode(self.scale_decoder, z),
+            described.get("neighbours", []) if autoregressive else [],
+            np.asarray(described["weights"]) if autoregressive else None,
+            temperature=temperature,
+            seed=seed,
+        )
 
     def start_weights(self) -> tuple:
         """Its weights for a training that starts from it (``train_vae``'s ``initial_weights``):
