@@ -68,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--epochs", type=int, default=None, help="epochs if trained (simclr 30, rotation 4)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    parser.add_argument(
+        "--pixel-temperatures",
+        default="0.3,0.6,1.0",
+        help="for runs with a discretised logistic, also judge every sampler with its "
+        "pixels drawn at these temperatures (comma-separated; default 0.3,0.6,1.0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -265,6 +271,14 @@ def blurred(images, sigma: float):
     )
 
 
+def noisy(images, sigma: float, rng):
+    """Independent Gaussian noise of ``sigma`` grey levels on every pixel: the control for
+    samples whose pixels are drawn (grain alone must not pass for a real photo)."""
+    import numpy as np
+
+    return np.clip(np.rint(images + rng.normal(0, sigma, images.shape)), 0, 255).astype(np.uint8)
+
+
 def scrambled(images, rng):
     """Each image cut into PATCH x PATCH squares put back in a random order."""
     import numpy as np
@@ -323,6 +337,8 @@ def main(argv=None) -> int:
         "blurred, sigma 1 px": judged(blurred(held_out, 1.0)),
         "blurred, sigma 2 px": judged(blurred(held_out, 2.0)),
         "scrambled 8x8 patches (not a dog)": judged(scrambled(held_out, rng)),
+        "noise, sigma 8 levels": judged(noisy(held_out, 8.0, rng)),
+        "blurred 2 px, then noise 8 levels": judged(noisy(blurred(held_out, 2.0), 8.0, rng)),
     }
     fd = {name: figures["fd"] for name, figures in calibration.items()}
     real = fd["real validation photos"]
@@ -332,8 +348,10 @@ def main(argv=None) -> int:
         "blurred 1 px < scrambled": fd["blurred, sigma 1 px"]
         < fd["scrambled 8x8 patches (not a dog)"],
         "real < scrambled / 10": real < fd["scrambled 8x8 patches (not a dog)"] / 10,
+        "real < noisy": real < fd["noise, sigma 8 levels"],
     }
     calibration_verdict = {"checks": checks, "passed": all(checks.values())}
+    temperatures = [float(value) for value in args.pixel_temperatures.split(",") if value]
     results = []
     for run_dir in args.runs:
         run = load_run(run_dir)
@@ -356,6 +374,10 @@ def main(argv=None) -> int:
                 args.n, run.info.model_config.latent_dim, stats, name, args.seed
             )
             row[name] = judged(run.decode(z))
+            if run.draws_pixels:
+                for temperature in temperatures:
+                    drawn = run.sample_images(z, temperature, args.seed)
+                    row[f"{name}, pixels drawn at {temperature:g}"] = judged(drawn)
         results.append(row)
     common.emit(
         {

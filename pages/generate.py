@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dogvae import canvas_ui, images, samplers, ui
+from dogvae import canvas_ui, images, pixel_samples, samplers, ui
 from dogvae.components.latent_canvas import (
     BrowserDecoder,
     browser_failed,
@@ -170,7 +170,12 @@ def sampled_dogs() -> None:
 
     z, _ = samplers.draw_latents(count, latent_dim, stats, sampler, seed, temperature)
     st.session_state.setdefault(first_dog_key, z[0])  # where the sliders start
-    decoded = run.decode(z)
+    pixel_temperature = drawn_pixels_control()
+    if pixel_temperature is None:
+        decoded = run.decode(z)
+    else:
+        with st.spinner("Drawing the pixels…"):
+            decoded = run.sample_images(z, pixel_temperature, seed)
     grid = ui.show_images(decoded, scale=2)
     ui.download_png(
         grid, f"{run.info.name}-samples-{sampler}-seed{seed}.png", key="generate-grid-download"
@@ -182,6 +187,35 @@ def sampled_dogs() -> None:
         help="The memorisation check: a sample that is nearly a training photo was copied.",
     ):
         nearest_training_images(decoded)
+
+
+def drawn_pixels_control() -> float | None:
+    """The pixel temperature to draw the samples' pixels at, or None for the mean images
+    (always for a run whose likelihood has no pixels to draw)."""
+    if not run.draws_pixels:
+        return None
+    draw_column, grain_column = st.columns([3, 3], vertical_alignment="bottom")
+    if not draw_column.toggle(
+        "Draw the pixels",
+        value=True,
+        key="generate-draw-pixels",
+        persist_state="session",
+        help="On: each image is drawn from the model's pixel likelihood, as a sample of the "
+        "model is (sharper, with grain). Off: the decoder's mean image, the average of "
+        "those draws (smooth, blurred), as the sliders below show.",
+    ):
+        return None
+    return grain_column.slider(
+        "Grain",
+        0.0,
+        pixel_samples.MAX_PIXEL_TEMPERATURE,
+        pixel_samples.DEFAULT_PIXEL_TEMPERATURE,
+        step=0.05,
+        key="generate-pixel-temperature",
+        persist_state="session",
+        help="The pixels' temperature: 1 draws from the model's likelihood as it is, lower "
+        "gives less grain, 0 the mean image moved only by rounding.",
+    )
 
 
 @st.fragment

@@ -267,6 +267,7 @@ def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
         "blurred 1 px < blurred 2 px",
         "blurred 1 px < scrambled",
         "real < scrambled / 10",
+        "real < noisy",
     }
     assert verdict["passed"] == all(verdict["checks"].values())
     calibration = result["calibration"]

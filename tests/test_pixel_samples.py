@@ -91,3 +91,27 @@ def test_a_cross_entropy_run_draws_no_pixels(seed_run, tmp_path, capsys):  # noq
     assert "mean images" in capsys.readouterr().out
     assert main([*command, "--pixels", "draw"]) == 2
     assert "binary cross-entropy" in capsys.readouterr().err
+
+
+def test_the_generate_page_draws_the_pixels_of_the_default_model_and_can_show_means():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    def grid_url(at) -> str:  # equal URLs are equal images
+        assert not at.exception, at.exception
+        return at.image[0].value[0]
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.session_state["active_run"] = str(REPO / "models" / "default")
+    at = at.switch_page("pages/generate.py").run()
+    toggle = at.toggle(key="generate-draw-pixels")
+    assert toggle.value is True
+    drawn = grid_url(at)
+    grain = at.slider(key="generate-pixel-temperature")
+    assert grain.value == 0.6
+    smoother = grid_url(grain.set_value(0.2).run())
+    assert smoother != drawn
+    means = grid_url(at.toggle(key="generate-draw-pixels").set_value(False).run())
+    assert means not in (drawn, smoother)
+    assert not [slider for slider in at.slider if slider.key == "generate-pixel-temperature"]
