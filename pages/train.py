@@ -76,6 +76,7 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         lr_schedule=settings["lr_schedule"],
         kl_warmup_epochs=int(settings["kl_warmup_epochs"]),
         budget_minutes=budget if budget > 0 else None,
+        **({"mean_weight": float(settings["mean_weight"])} if "mean_weight" in settings else {}),
     )
     report = dataset.report
     if (report.image_size, report.channels) != (model_config.image_size, model_config.channels):
@@ -328,6 +329,17 @@ with st.form("settings"):
         step=5.0,
         help="Stop and save after this much training time; 0 for no limit.",
     )
+    if preset.model.likelihood == "logistic-ar":
+        settings["mean_weight"] = st.number_input(
+            "Mean weight",
+            min_value=0.0,
+            max_value=100.0,
+            value=float(preset.train.mean_weight),
+            step=0.5,
+            help="The weight of the mean image's own logistic term beside the likelihood: it "
+            "keeps decoder.keras sharp (0: the likelihood alone, better bits/dim, blurrier "
+            "means). The reported loss is the -ELBO either way.",
+        )
     if default_fits(preset):
         settings["from_default"] = st.checkbox(
             "Start from the pretrained default model",

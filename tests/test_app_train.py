@@ -210,3 +210,19 @@ def test_the_default_model_is_offered_only_for_its_own_architecture(seed_default
     fill(app, epochs=1, name="other-latent")
     assert any("only be a starting point" in error.value for error in app.error)
     assert "training_job" not in app.session_state
+
+
+def test_the_mean_weight_is_offered_for_the_ar_preset_and_reaches_the_training(train_app):
+    app, _ = train_app
+    assert "Mean weight" not in [box.label for box in app.number_input]  # the seed preset
+    next(box for box in app.selectbox if box.label == "Preset").set_value("quality-ar").run()
+    weight = next(box for box in app.number_input if box.label == "Mean weight")
+    assert weight.value == 1.0  # the preset's own
+    weight.set_value(2.5)
+    fill(app, epochs=1, name="weighted")
+    job = app.session_state["training_job"]
+    try:
+        assert job.train_config.mean_weight == 2.5
+    finally:
+        job.stop()
+        wait_for(job)
