@@ -146,6 +146,9 @@ def open_page(context, url: str, log: Path, title: str):
     )
     status = canvas.get_attribute("data-status")
     assert status == "ready", f"the canvas is {status}{log_tail(log)}"
+    # The canvas draws while the rest of the page may still run (slowly on a loaded
+    # machine); a report's rerun would then replace that run unseen by the counter.
+    wait_idle(page)
     page.evaluate(COUNT_RERUNS)
     return page, errors
 
