@@ -265,15 +265,11 @@ def _generate(args) -> int:
     if args.n > 1024:
         raise ValueError(f"--n must be at most 1024, got {args.n}")
     from dogvae import images, samplers
-    from dogvae.pixel_samples import MAX_PIXEL_TEMPERATURE
+    from dogvae.pixel_samples import check_pixel_temperature
     from dogvae.runs import read_latent_stats, read_run_info
 
     samplers.check_temperature(args.temperature)
-    if not 0 <= args.pixel_temperature <= MAX_PIXEL_TEMPERATURE:
-        raise ValueError(
-            f"--pixel-temperature must be from 0 to {MAX_PIXEL_TEMPERATURE:g}, "
-            f"got {args.pixel_temperature:g}"
-        )
+    check_pixel_temperature(args.pixel_temperature, "--pixel-temperature")
     stats = read_latent_stats(args.run) if args.sampler != "prior" else None
     info = read_run_info(args.run)
     try:

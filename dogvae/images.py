@@ -7,6 +7,7 @@ produces them or uint8; batches add a leading axis.
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import os
@@ -130,6 +131,11 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {array.shape}")
     factor = check_int("factor", factor, minimum=1, maximum=MAX_UPSCALE)
     return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+
+def png_data_url(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URL, for a page to show without a request of its own."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def png_bytes(image: np.ndarray) -> bytes:

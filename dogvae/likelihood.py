@@ -129,6 +129,18 @@ def neighbour_errors(errors: np.ndarray, offsets: Any = NEIGHBOURS) -> np.ndarra
     )
 
 
+def causal_offsets(neighbours: Any) -> np.ndarray:
+    """(K, 2) int row and column offsets, checked to come before the pixel in raster order.
+
+    Raises:
+        ValueError: For an offset at or after the pixel.
+    """
+    offsets = np.asarray(neighbours, np.int64).reshape(-1, 2)
+    if any(row > 0 or (row == 0 and column >= 0) for row, column in offsets):
+        raise ValueError(f"the neighbours {offsets.tolist()} are not all before the pixel")
+    return offsets
+
+
 def autoregressive_logistic_log_prob(neighbours: Any, weights: Any) -> PixelLogProb:
     """The discretised logistic of a "logistic-ar" run, for its neighbours and weights.
 
@@ -142,10 +154,8 @@ def autoregressive_logistic_log_prob(neighbours: Any, weights: Any) -> PixelLogP
         neighbours: (K, 2) row and column offsets, each row < 0 or (row 0 and column < 0).
         weights: (K, C) weights.
     """
-    offsets = np.asarray(neighbours, np.int64).reshape(-1, 2)
+    offsets = causal_offsets(neighbours)
     kernel = np.asarray(weights, np.float64).reshape(len(offsets), -1)
-    if any(row > 0 or (row == 0 and column >= 0) for row, column in offsets):
-        raise ValueError(f"the neighbours {offsets.tolist()} are not all before the pixel")
 
     def log_prob(outputs: Any, pixels: np.ndarray) -> np.ndarray:
         means, log_scales = outputs
@@ -162,6 +172,25 @@ LIKELIHOODS: dict[str, PixelLogProb] = {
     "continuous_bernoulli": continuous_bernoulli_log_prob,
     "discretized_logistic": discretized_logistic_log_prob,
 }
+
+
+def neighbour_terms(run_config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A "logistic-ar" run's neighbours (K, 2) and weights (K, C) from its ``config.json``,
+    or None for a run whose likelihood has no neighbours.
+
+    Raises:
+        ValueError: When the run says it has them but they are not readable.
+    """
+    described = run_config.get("likelihood") or {}
+    if not isinstance(described, dict) or described.get("distribution") != (
+        "discretized_logistic_ar"
+    ):
+        return None
+    try:
+        offsets = causal_offsets(described["neighbours"])
+        return offsets, np.asarray(described["weights"], np.float64).reshape(len(offsets), -1)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the run's autoregressive likelihood is not readable: {error}") from None
 
 
 def pixel_log_prob_for(run_config: dict[str, Any]) -> PixelLogProb:
@@ -182,13 +211,9 @@ def pixel_log_prob_for(run_config: dict[str, Any]) -> PixelLogProb:
         if isinstance(described, dict)
         else None
     )
-    if name == "discretized_logistic_ar":
-        try:
-            return autoregressive_logistic_log_prob(described["neighbours"], described["weights"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(
-                f"the run's autoregressive likelihood is not readable: {error}"
-            ) from None
+    terms = neighbour_terms(run_config)
+    if terms is not None:
+        return autoregressive_logistic_log_prob(*terms)
     if name not in LIKELIHOODS:
         raise ValueError(
             f"the run's likelihood {described!r} is not one this version of dogvae can "

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from dogvae.likelihood import DEFAULT_SAMPLES, likelihood_bounds, pixel_log_prob_for
+from dogvae.likelihood import (
+    DEFAULT_SAMPLES,
+    likelihood_bounds,
+    neighbour_terms,
+    pixel_log_prob_for,
+)
 from dogvae.pixel_samples import DEFAULT_PIXEL_TEMPERATURE, sample_pixels
 from dogvae.runs import RunInfo, read_run_info
 
@@ -61,13 +66,12 @@ class LoadedRun:
                 "8-bit images to draw; only its mean images can be shown"
             )
         z = np.asarray(z, np.float32).reshape(-1, self.info.model_config.latent_dim)
-        described = self.info.config.get("likelihood") or {}
-        autoregressive = described.get("distribution") == "discretized_logistic_ar"
+        neighbours, weights = neighbour_terms(self.info.config) or ((), None)
         return sample_pixels(
             self.decode(z),
             decode(self.scale_decoder, z),
-            described.get("neighbours", []) if autoregressive else [],
-            np.asarray(described["weights"]) if autoregressive else None,
+            neighbours,
+            weights,
             temperature=temperature,
             seed=seed,
         )

@@ -18,10 +18,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from dogvae.checks import check_int
+from dogvae.likelihood import BINS, causal_offsets
 
-BINS = 256
 MAX_PIXEL_TEMPERATURE = 1.5
 DEFAULT_PIXEL_TEMPERATURE = 0.6  # see MODEL_CARD.md: the best Fréchet distance measured
+
+
+def check_pixel_temperature(value: float, name: str = "the pixel temperature") -> float:
+    """``value`` as a float, or ValueError unless it is from 0 to MAX_PIXEL_TEMPERATURE."""
+    value = float(value)
+    if not 0.0 <= value <= MAX_PIXEL_TEMPERATURE:
+        raise ValueError(f"{name} must be from 0 to {MAX_PIXEL_TEMPERATURE:g}, got {value:g}")
+    return value
 
 
 def sample_pixels(
@@ -56,12 +64,8 @@ def sample_pixels(
     if means.ndim != 4:
         raise ValueError(f"means must be (n, H, W, C), got shape {means.shape}")
     scales = np.broadcast_to(np.exp(np.asarray(log_scales, np.float64)), means.shape)
-    temperature = float(temperature)
-    if not 0.0 <= temperature <= MAX_PIXEL_TEMPERATURE:
-        raise ValueError(f"the pixel temperature must be from 0 to {MAX_PIXEL_TEMPERATURE}")
-    offsets = np.asarray(neighbours, np.int64).reshape(-1, 2)
-    if any(row > 0 or (row == 0 and column >= 0) for row, column in offsets):
-        raise ValueError(f"the neighbours {offsets.tolist()} are not all before the pixel")
+    temperature = check_pixel_temperature(temperature)
+    offsets = causal_offsets(neighbours)
     kernel = np.zeros((0, means.shape[3])) if weights is None else np.asarray(weights, np.float64)
     kernel = kernel.reshape(len(offsets), means.shape[3])
     if seed is not None:

@@ -17,7 +17,6 @@ TensorFlow has loaded.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import gc
@@ -329,9 +328,7 @@ def show_image(
     """
     enlarged = images.upscale(images.to_uint8(image), scale)
     if inline:
-        picture: Any = "data:image/png;base64," + base64.b64encode(
-            images.png_bytes(enlarged)
-        ).decode("ascii")
+        picture: Any = images.png_data_url(images.png_bytes(enlarged))
     else:
         picture = _display(enlarged)
     # PNG: the default JPEG blurs the edges of enlarged pixels.

@@ -201,6 +201,8 @@ class TrainingJob:
         ``dataset``, with the run's own settings; ``options`` as for the constructor."""
         settings = checkpoint.settings
         model_config, train_config, data_config = checkpoint.configs()
+        if settings.get("tensorboard_dir"):  # it goes on writing its logs where it did
+            options.setdefault("tensorboard_dir", Path(settings["tensorboard_dir"]))
         return cls(
             dataset=dataset,
             model_config=model_config,
@@ -211,7 +213,7 @@ class TrainingJob:
             init_from=settings.get("init_from"),
             source=settings.get("source"),
             resume=checkpoint,
-            **{"tensorboard_dir": _path(settings.get("tensorboard_dir")), **options},
+            **options,
         )
 
     def _watch(self) -> None:
@@ -329,7 +331,3 @@ class TrainingJob:
         finally:
             if self.slots is not None:
                 self.slots.release()
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None

@@ -25,7 +25,6 @@ page draws with the server instead; until then the component shows the server's 
 
 from __future__ import annotations
 
-import base64
 import functools
 import gzip
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ import numpy as np
 from dogvae.atomic import write_atomically
 from dogvae.config import ModelConfig
 from dogvae.export import ONNX_FILE, cached_export, read_export
+from dogvae.images import png_data_url
 
 COMPONENT_DIR = Path(__file__).resolve().parent
 VENDOR_DIR = COMPONENT_DIR / "vendor"
@@ -338,7 +338,7 @@ def _mount(
         "width": int(width),
         "ort_url": ort_base + ORT_MODULE,
         "wasm_url": ort_base + ORT_WASM,
-        "fallback": _data_url(fallback_png) if fallback_png else None,
+        "fallback": png_data_url(fallback_png) if fallback_png else None,
     }
     holder = st.empty()
     with holder:
@@ -393,7 +393,3 @@ def _vector(name: str, values: Any, length: int) -> list[float]:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite numbers")
     return array.tolist()
-
-
-def _data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
