@@ -265,3 +265,34 @@ def test_the_mean_weight_adds_the_means_own_term_and_leaves_the_reported_loss():
     assert np.abs(np.asarray(gradients[-1])).max() > 0  # it moves the mean
     with pytest.raises(ValueError, match="mean_weight"):
         TrainConfig(mean_weight=-1)
+
+
+@pytest.mark.parametrize("likelihood", ["logistic", "logistic-ar"])
+def test_the_joint_heads_give_the_decoders_own_mean_scale_and_gradients(likelihood):
+    """VAE.mean_and_scale runs the mean's and the log-scale's last convolutions as one
+    (a training speed-up): its outputs and gradients must be those of the decoder and
+    the scale head called as they are saved."""
+    import tensorflow as tf
+
+    from dogvae.model import build_vae
+
+    config = dataclasses.replace(TINY_AR, likelihood=likelihood, batch_norm=True)
+    vae = build_vae(config)
+    assert vae._trunk is not None  # the joint path is the one training takes
+    z = tf.constant(np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32))
+    raw = vae.scale_decoder.get_layer("log_scale_raw")
+    raw.set_weights([w + 0.05 * np.ones_like(w) for w in raw.get_weights()])  # not the mean's
+    results = []
+    for call in (
+        lambda: vae.mean_and_scale(z, training=True),
+        lambda: vae._outputs(z, training=True),
+    ):
+        with tf.GradientTape() as tape:
+            means, log_scales = call()
+            loss = tf.reduce_sum(means * 3.0) + tf.reduce_sum(tf.sin(log_scales))
+        weights = [*vae.decoder.trainable_weights, raw.kernel, raw.bias]
+        results.append([means, log_scales, *tape.gradient(loss, weights)])
+    for ours, theirs in zip(*results, strict=True):  # float32 sums in another order
+        theirs = np.asarray(theirs)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+    assert float(tf.reduce_max(tf.abs(results[0][1] - results[0][0]))) > 0.01  # two heads

@@ -242,3 +242,50 @@ def test_batch_norm_statistics_settle_within_a_short_training():
     moving_mean = np.asarray(vae.encoder.get_layer("conv_1_bn").moving_mean)
     error = np.abs(moving_mean - true_mean).max() / np.abs(true_mean).max()
     assert error < 0.1, f"moving mean still {error:.0%} off the data's mean"
+
+
+def test_fused_batch_norm_trains_as_keras_batch_norm_does():
+    """FusedBatchNormalization (TensorFlow's fused kernel in training) must normalise a
+    training batch and move its statistics exactly as Keras' own layer, so that the
+    quality presets learn the same thing faster; inference is Keras' path."""
+    from dogvae.model import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(1.5, 2.0, (16, 8, 8, 5)).astype(np.float32)
+    fused = FusedBatchNormalization(momentum=0.9)
+    plain = keras.layers.BatchNormalization(momentum=0.9)
+    fused.build(x.shape), plain.build(x.shape)
+    weights = [np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5), np.ones(5), np.full(5, 2.0)]
+    fused.set_weights(weights), plain.set_weights(weights)
+    for _ in range(3):
+        np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-5)
+    # The moving statistics after three steps: the biased batch variance, as Keras keeps it.
+    for ours, theirs in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+    # Its gradients are the same too.
+    import tensorflow as tf
+
+    grads, weigh = [], np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
+    for layer in (fused, plain):
+        tensor = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            loss = tf.reduce_sum(layer(tensor, training=True) * weigh)
+        gradients = tape.gradient(loss, [tensor, *layer.trainable_weights])
+        grads.append([np.asarray(g) for g in gradients])
+    for ours, theirs in zip(*grads, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_normalised_presets_use_the_fused_layer_and_round_trip(tmp_path):
+    from dogvae.model import FusedBatchNormalization
+
+    config = ModelConfig(image_size=32, conv_filters=(8, 16), dense_units=0, batch_norm=True)
+    encoder = build_encoder(config)
+    norms = [layer for layer in encoder.layers if "_bn" in layer.name]
+    assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+    encoder.save(tmp_path / "encoder.keras")
+    loaded = keras.models.load_model(tmp_path / "encoder.keras", compile=False, safe_mode=True)
+    assert isinstance(loaded.get_layer("conv_1_bn"), FusedBatchNormalization)
+    x = np.random.default_rng(1).random((4, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x)[0], encoder(x)[0], atol=1e-6)
