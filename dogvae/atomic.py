@@ -98,6 +98,34 @@ def temporary_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (flock on the folder itself) for the body.
+
+    Writers that put things into the folders inside ``folder`` (a training's
+    checkpoint, a finished run swapped in) take it, so that one's renames never run
+    between another's: two trainings saving under one name, in two threads or two
+    servers, would otherwise write a checkpoint into a folder the other is swapping
+    out. The lock goes with the open descriptor, so it is released when the body
+    ends or the process dies. Where folders cannot be locked, the body runs unlocked.
+    """
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def swap_into_place(temp: Path, target: Path) -> Path:
     """Rename the complete folder ``temp`` to ``target``, replacing what was there."""
     if target.exists():

@@ -33,6 +33,7 @@ from dogvae import __version__
 from dogvae.atomic import (
     OLD_MARK,
     TEMP_MARK,
+    folder_lock,
     place_under_free_name,
     swap_into_place,
     temporary_folder,
@@ -248,14 +249,17 @@ def save_run(
             # config.json last: a folder with it is complete.
             _write_text(temp / "config.json", json.dumps(config, indent=2, default=_json_default))
             pause_for_tests("save")
-        if replace or _only_a_checkpoint(run_dir):
-            # This training's own folder (its checkpoint, no run) is replaced as a whole.
-            return swap_into_place(temp, run_dir)
-        placed = place_under_free_name(temp, run_dir)
-        # Saved beside a run that took the name meanwhile: this training's checkpoint,
-        # left in that folder, would list it as interrupted.
-        checkpoint_path(run_dir).unlink(missing_ok=True)
-        return placed
+        # Under the runs folder's lock: no other training writes its checkpoint or swaps
+        # its run in between the look at the folder and the renames.
+        with folder_lock(run_dir.parent):
+            if replace or _only_a_checkpoint(run_dir):
+                # This training's own folder (its checkpoint, no run) is replaced as a whole.
+                return swap_into_place(temp, run_dir)
+            placed = place_under_free_name(temp, run_dir)
+            # Saved beside a run that took the name meanwhile: this training's checkpoint,
+            # left in that folder, would list it as interrupted.
+            checkpoint_path(run_dir).unlink(missing_ok=True)
+            return placed
     except OSError as error:
         raise OSError(
             error.errno, f"could not save the run to {run_dir}: {error.strerror or error}"

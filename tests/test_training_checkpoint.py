@@ -256,3 +256,60 @@ def test_without_mid_epoch_checkpoints_only_epoch_ends_are_written_without_runni
     written = ckpt.read_checkpoint(tmp_path / "multi")
     assert (written.epoch, written.batch) == (1, 0)
     assert written.arrays["metrics"] == [] and written.arrays["encoder"]
+
+
+def test_a_run_saved_under_the_name_waits_for_a_checkpoint_half_written_there(
+    tmp_path, monkeypatch
+):
+    """Two trainings under one name (two sessions or servers): one's final save swaps
+    the folder while the other's checkpoint is half written in it. The runs folder's
+    lock makes the save wait; without it the checkpoint's rename failed and that
+    training ended with an error (a 1-in-8 failure of test_app_sessions)."""
+    import threading
+
+    from dogvae.model import build_decoder, build_encoder
+    from tests.conftest import save_test_run
+
+    run_dir = tmp_path / "runs" / "same"
+    writing, release = threading.Event(), threading.Event()
+
+    def pause(where: str) -> None:
+        if where == "checkpoint" and threading.current_thread().name == "writer":
+            writing.set()
+            release.wait(30)
+
+    monkeypatch.setattr(ckpt, "pause_for_tests", pause)
+    ckpt.write_checkpoint(run_dir, ckpt.Checkpoint({"epoch": 1, "batch": 0}))  # the folder
+    errors: list[BaseException] = []
+
+    def attempt(work):
+        try:
+            work()
+        except BaseException as error:  # reported by the test's assertion
+            errors.append(error)
+
+    writer = threading.Thread(
+        name="writer",
+        target=attempt,
+        args=(lambda: ckpt.write_checkpoint(run_dir, ckpt.Checkpoint({"epoch": 2, "batch": 0})),),
+    )
+    writer.start()
+    assert writing.wait(30)
+    saved: list = []
+    encoder, decoder = build_encoder(TINY), build_decoder(TINY)
+    saver = threading.Thread(
+        target=attempt,
+        args=(
+            lambda: saved.append(
+                save_test_run(run_dir, encoder, decoder, model_config=TINY, replace=False)
+            ),
+        ),
+    )
+    saver.start()
+    saver.join(1.0)  # the save is waiting for the half-written checkpoint...
+    release.set()  # ...which is then finished
+    writer.join(30), saver.join(30)
+    assert not errors, errors
+    assert saved == [run_dir]  # the folder held only a checkpoint: the save took its place
+    assert (run_dir / "config.json").is_file()
+    assert not ckpt.has_checkpoint(run_dir)  # the checkpoint went with the swapped-out folder

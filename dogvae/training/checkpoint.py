@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dogvae.atomic import OLD_MARK, TEMP_MARK, fsync_dir, write_atomically
+from dogvae.atomic import OLD_MARK, TEMP_MARK, folder_lock, fsync_dir, write_atomically
 from dogvae.config import DataConfig, ModelConfig, TrainConfig, from_dict
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -145,7 +145,7 @@ class Checkpoint:
 def write_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``run_dir/checkpoint.npz`` atomically (created if need be)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     state = {
         **checkpoint.state,
         "format": CHECKPOINT_FORMAT,
@@ -166,7 +166,11 @@ def write_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
         np.savez(handle, **contents)
         pause_for_tests("checkpoint")
 
-    return write_atomically(checkpoint_path(run_dir), write)
+    # Under the runs folder's lock: a run saved under the same name meanwhile is swapped
+    # in with renames that must not run while this file is half written in the folder.
+    with folder_lock(run_dir.parent):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return write_atomically(checkpoint_path(run_dir), write)
 
 
 def read_checkpoint(run_dir: str | Path, *, arrays: bool = True) -> Checkpoint:
