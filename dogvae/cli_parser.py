@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from dogvae.config import CHANNELS, LR_SCHEDULES, PRESETS, SPLITS, STRATEGIES
+from dogvae.config import CHANNELS, LR_SCHEDULES, MEAN_TERMS, PRESETS, SPLITS, STRATEGIES
 
 EXIT_USER_ERROR = 2
 
@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number,
         help="quality-ar: weight of the mean image's own logistic term in the objective "
         "(keeps decoder.keras's mean sharp; the reported loss is the -ELBO without it)",
+    )
+    train.add_argument(
+        "--mean-term",
+        choices=MEAN_TERMS,
+        help="quality-ar: that term is the mean's discretised logistic at the head's scales "
+        "or a Gaussian of the batch's mean squared error, which aims at PSNR "
+        "(default: the preset's)",
     )
     train.add_argument(
         "--lr-schedule",

@@ -302,6 +302,22 @@ def logistic_nll(images, means, log_scales):
     return -ops.sum(log_prob, axis=(1, 2, 3))
 
 
+def mean_term_loss(images, means, log_scales, term: str = "logistic"):
+    """Per-image loss of the mean image alone (``TrainConfig.mean_term``), beside an
+    autoregressive likelihood; only the mean learns from it.
+
+    "logistic": the plain discretised logistic of ``means`` at ``log_scales`` (held
+    fixed). "gaussian": the squared errors over twice their mean over the batch (held
+    fixed): the Gaussian -log p(x|z) up to a constant with the one variance that fits
+    the batch best (the sigma-VAE's optimal sigma, Rybkin et al. 2021).
+    """
+    if term == "gaussian":
+        squared = ops.square(images - means)
+        variance = ops.stop_gradient(ops.mean(squared))
+        return ops.sum(squared, axis=(1, 2, 3)) / (2.0 * variance)
+    return logistic_nll(images, means, ops.stop_gradient(log_scales))
+
+
 def kl_to_prior(z_mean, z_log_var):
     """Per-image KL(q(z|x) || N(0, I)), in nats."""
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
@@ -342,6 +358,7 @@ class VAE(keras.Model):
         kl_weight: float = 1.0,
         scale_decoder: keras.Model | None = None,
         mean_weight: float = 0.0,
+        mean_term: str = "logistic",
         **kw,
     ):
         super().__init__(**kw)
@@ -361,8 +378,9 @@ class VAE(keras.Model):
         self.kl_weight = keras.Variable(
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
-        # TrainConfig.mean_weight: the mean's own logistic term, beside an AR likelihood.
+        # TrainConfig.mean_weight and mean_term: the mean image's own term, beside an AR likelihood.
         self.mean_weight = float(mean_weight)
+        self.mean_term = mean_term
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -415,8 +433,9 @@ class VAE(keras.Model):
         reconstruction_loss, kl = loss_terms(images, means, z_mean, z_log_var, log_scales, kernel)
         penalty = 0.0
         if kernel is not None and self.mean_weight:
-            held = ops.stop_gradient(log_scales)
-            penalty = self.mean_weight * ops.mean(logistic_nll(images, means, held))
+            penalty = self.mean_weight * ops.mean(
+                mean_term_loss(images, means, log_scales, self.mean_term)
+            )
         return ops.mean(reconstruction_loss), ops.mean(kl), penalty
 
     def _update(self, reconstruction_loss, kl):
@@ -463,8 +482,13 @@ def is_multi_worker(strategy) -> bool:
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
 
 
-def build_vae(config: ModelConfig, kl_weight: float = 1.0, mean_weight: float = 0.0) -> VAE:
-    """A fresh, untrained VAE for ``config`` (``mean_weight``: ``TrainConfig``'s)."""
+def build_vae(
+    config: ModelConfig,
+    kl_weight: float = 1.0,
+    mean_weight: float = 0.0,
+    mean_term: str = "logistic",
+) -> VAE:
+    """A fresh, untrained VAE for ``config`` (``mean_weight``, ``mean_term``: ``TrainConfig``'s)."""
     decoder, scale_decoder = build_decoders(config)
     return VAE(
         build_encoder(config),
@@ -472,6 +496,7 @@ def build_vae(config: ModelConfig, kl_weight: float = 1.0, mean_weight: float = 
         kl_weight=kl_weight,
         scale_decoder=scale_decoder,
         mean_weight=mean_weight,
+        mean_term=mean_term,
     )
 
 

@@ -16,6 +16,7 @@ from dogvae.config import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_LATENT_DIM,
+    MEAN_TERMS,
     PRESETS,
     DataConfig,
     from_preset,
@@ -76,7 +77,7 @@ def start(dataset, preset_name, settings: dict, run_name: str):
         lr_schedule=settings["lr_schedule"],
         kl_warmup_epochs=int(settings["kl_warmup_epochs"]),
         budget_minutes=budget if budget > 0 else None,
-        **({"mean_weight": float(settings["mean_weight"])} if "mean_weight" in settings else {}),
+        **{key: settings[key] for key in ("mean_weight", "mean_term") if key in settings},
     )
     report = dataset.report
     if (report.image_size, report.channels) != (model_config.image_size, model_config.channels):
@@ -336,9 +337,17 @@ with st.form("settings"):
             max_value=100.0,
             value=float(preset.train.mean_weight),
             step=0.5,
-            help="The weight of the mean image's own logistic term beside the likelihood: it "
+            help="The weight of the mean image's own term beside the likelihood: it "
             "keeps decoder.keras sharp (0: the likelihood alone, better bits/dim, blurrier "
             "means). The reported loss is the -ELBO either way.",
+        )
+        settings["mean_term"] = st.selectbox(
+            "Mean term",
+            MEAN_TERMS,
+            index=MEAN_TERMS.index(preset.train.mean_term),
+            help="logistic: the mean's discretised logistic at the head's scales (each "
+            "pixel's error weighed by how sure the head is); gaussian: its squared errors "
+            "over the batch's mean squared error, which aims the mean at PSNR.",
         )
     if default_fits(preset):
         settings["from_default"] = st.checkbox(

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from dogvae.config import PRESETS
 from tests.conftest import open_app, save_test_run
 
 
@@ -217,12 +218,17 @@ def test_the_mean_weight_is_offered_for_the_ar_preset_and_reaches_the_training(t
     assert "Mean weight" not in [box.label for box in app.number_input]  # the seed preset
     next(box for box in app.selectbox if box.label == "Preset").set_value("quality-ar").run()
     weight = next(box for box in app.number_input if box.label == "Mean weight")
-    assert weight.value == 1.0  # the preset's own
+    assert weight.value == PRESETS["quality-ar"].train.mean_weight  # the preset's own
     weight.set_value(2.5)
+    term = next(box for box in app.selectbox if box.label == "Mean term")
+    assert term.value == PRESETS["quality-ar"].train.mean_term
+    other = next(choice for choice in term.options if choice != term.value)
+    term.set_value(other)
     fill(app, epochs=1, name="weighted")
     job = app.session_state["training_job"]
     try:
         assert job.train_config.mean_weight == 2.5
+        assert job.train_config.mean_term == other
     finally:
         job.stop()
         wait_for(job)

@@ -267,6 +267,45 @@ def test_the_mean_weight_adds_the_means_own_term_and_leaves_the_reported_loss():
         TrainConfig(mean_weight=-1)
 
 
+def test_the_gaussian_mean_term_is_the_squared_error_over_the_batchs_mean_squared_error():
+    """TrainConfig.mean_term "gaussian": weight * the mean over images of
+    sum (x - mean)^2 / (2 * v), v the batch's mean squared error held fixed (so its
+    gradient is that of a Gaussian with v as its variance); the -ELBO is unchanged."""
+    import tensorflow as tf
+
+    from dogvae.model import build_vae
+
+    images = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 1)).astype(np.float32) / 255
+    logistic = build_vae(TINY_AR, mean_weight=3.0)
+    gaussian = build_vae(TINY_AR, mean_weight=3.0, mean_term="gaussian")
+    gaussian.set_weights(logistic.get_weights())
+    for vae in (logistic, gaussian):
+        layer = vae.encoder.get_layer("z_log_var")  # z = z_mean
+        layer.set_weights(
+            [np.zeros_like(w) - 40.0 * (i == 1) for i, w in enumerate(layer.get_weights())]
+        )
+    rec_l, _, penalty_l = logistic._terms(images, training=False)
+    rec_g, _, penalty_g = gaussian._terms(images, training=False)
+    np.testing.assert_allclose(float(rec_g), float(rec_l), rtol=1e-6)
+    z_mean, _, _ = gaussian.encoder(images)
+    errors = np.square(images - np.asarray(gaussian.decoder(z_mean)))
+    expected = 3.0 * np.mean(errors.sum(axis=(1, 2, 3)) / (2 * errors.mean()))
+    assert float(penalty_g) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty_g) != pytest.approx(float(penalty_l), rel=0.01)
+    # Its gradient on the mean image: 3 * (mean - x) / (v * images), v held fixed.
+    means = tf.Variable(gaussian.decoder(z_mean))
+    from dogvae.model import mean_term_loss
+
+    with tf.GradientTape() as tape:
+        loss = 3.0 * tf.reduce_mean(mean_term_loss(images, means, None, "gaussian"))
+    gradient = np.asarray(tape.gradient(loss, means))
+    np.testing.assert_allclose(
+        gradient, 3.0 * (np.asarray(means) - images) / (errors.mean() * 4), rtol=1e-4, atol=1e-7
+    )
+    with pytest.raises(ValueError, match="mean_term must be one of logistic, gaussian"):
+        TrainConfig(mean_term="l2")
+
+
 @pytest.mark.parametrize("likelihood", ["logistic", "logistic-ar"])
 def test_the_joint_heads_give_the_decoders_own_mean_scale_and_gradients(likelihood):
     """VAE.mean_and_scale runs the mean's and the log-scale's last convolutions as one

@@ -485,6 +485,20 @@ def test_init_from_a_bernoulli_run_with_a_logistic_preset_adds_a_fresh_scale_hea
         np.testing.assert_allclose(new, old, atol=1e-5)  # started from the run, barely moved
 
 
+def test_the_mean_term_and_weight_reach_the_run_and_a_wrong_term_is_refused(
+    trained_run, tmp_path, capsys
+):
+    _, images = trained_run
+    out = tmp_path / "gaussian"
+    options = ("--preset", "quality-ar", "--latent-dim", 4, "--mean-term", "gaussian")
+    assert main(train(images, out, *options, "--mean-weight", 2.5)) == 0, capsys.readouterr()
+    settings = json.loads((out / "config.json").read_text())["train"]
+    assert (settings["mean_term"], settings["mean_weight"]) == ("gaussian", 2.5)
+    code, _, err = run_cli(*train(images, tmp_path / "bad", "--mean-term", "l2"))
+    assert code == 2 and "--mean-term: invalid choice: 'l2'" in err
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_stops_training_after_the_batch_and_saves_it(tmp_path, stop_signal):
     """Ctrl-C, kill, docker stop or a closed terminal: the run so far is saved, not lost,

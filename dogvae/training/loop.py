@@ -132,6 +132,7 @@ def train_vae(
             model_config,
             kl_weight=kl_weight_for_epoch(train_config, 0),
             mean_weight=train_config.mean_weight,
+            mean_term=train_config.mean_term,
         )
         if initial_weights is not None:
             vae.encoder.set_weights(initial_weights[0])
