@@ -117,6 +117,26 @@ class FusedBatchNormalization(layers.BatchNormalization):
         )
 
 
+def with_keras_batch_norm(model: keras.Model) -> keras.Model:
+    """``model`` with Keras' own BatchNormalization wherever it has a
+    ``FusedBatchNormalization``: the same weights and the same inference, for the files
+    a run saves, so that they hold only the layers they held before (``decoder.h5``
+    loads with plain Keras, as scripts written for the seed load it). ``model`` itself
+    when it has none."""
+    if not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers):
+        return model
+
+    def clone(layer):
+        kind = (
+            layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
+        )
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 # The logistic's log-scale, in units of the [0, 1] pixel range: from a 1/1097 scale
 # (sharper than one 8-bit step) to the whole range.
 LOG_SCALE_LIMITS = (-7.0, 0.0)

@@ -234,6 +234,11 @@ def save_run(
     if scale_decoder is not None:
         config["parameters"]["decoder_scale"] = int(scale_decoder.count_params())
         config["likelihood"] = likelihood_description(scale_decoder)
+    from dogvae.model import with_keras_batch_norm
+
+    encoder, decoder = with_keras_batch_norm(encoder), with_keras_batch_norm(decoder)
+    if scale_decoder is not None:
+        scale_decoder = with_keras_batch_norm(scale_decoder)
     try:
         with temporary_folder(run_dir) as temp:
             with _h5_warning_muted():

@@ -279,3 +279,38 @@ def test_a_save_that_keeps_existing_runs_takes_no_file_or_folder_with_files(tmp_
     assert save(tmp_path / "run", replace=False) == tmp_path / "run-3"
     assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "run-2").read_text() == "a file"
+
+
+def test_a_batch_normalised_decoder_is_saved_with_keras_own_layers_only(tmp_path):
+    """Training normalises with dogvae's FusedBatchNormalization, but the files keep
+    Keras' own BatchNormalization: a script written for the seed loads decoder.h5 and
+    decoder.keras with plain Keras, without dogvae, and gets the same images."""
+    import json as json_module
+
+    from dogvae.model import FusedBatchNormalization
+    from tests.conftest import run_python
+
+    encoder, decoder = build_encoder(SILU), build_decoder(SILU)
+    assert any(isinstance(layer, FusedBatchNormalization) for layer in decoder.layers)
+    norm = decoder.get_layer("deconv_1_bn")
+    norm.set_weights([w + 0.25 for w in norm.get_weights()])  # not the initial weights
+    run_dir = save(tmp_path / "run", encoder, decoder, model_config=SILU)
+    with zipfile.ZipFile(run_dir / "decoder.keras") as archive:
+        saved = json_module.loads(archive.read("config.json"))
+    kinds = {layer["class_name"] for layer in saved["config"]["layers"]}
+    assert "BatchNormalization" in kinds and "FusedBatchNormalization" not in kinds
+    z = np.array([[0.3, -1.2]], np.float32)
+    np.save(tmp_path / "z.npy", z)
+    script = (
+        "import sys, keras, numpy as np\n"
+        "z = np.load(sys.argv[1])\n"
+        "for name in ('decoder.h5', 'decoder.keras'):\n"
+        "    model = keras.models.load_model(sys.argv[2] + '/' + name, compile=False)\n"
+        "    np.save(sys.argv[2] + '/' + name + '.npy', np.asarray(model(z)))\n"
+        "assert 'dogvae' not in sys.modules\n"
+    )
+    done = run_python("-c", script, str(tmp_path / "z.npy"), str(run_dir), timeout_s=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = np.asarray(decoder(z))
+    for name in ("decoder.h5", "decoder.keras"):
+        np.testing.assert_allclose(np.load(run_dir / f"{name}.npy"), expected, atol=1e-6)
