@@ -28,6 +28,7 @@ SCRIPTS = (
     "gap.py",
     "train_in_app.py",
     "checkpoint.py",
+    "step_profile.py",
 )
 
 
@@ -309,3 +310,24 @@ def test_the_train_bench_counts_any_preset_from_its_layers():
     assert counted["forward_per_image"] == plain["forward_per_image"] + head
     assert counted["layers"]["decoder deconv_4"] == 9 * 64 * 32 * 32 * 32 * 2
     assert counted["train_per_image"] == 3 * counted["forward_per_image"]
+
+
+def test_the_step_profile_times_every_part_of_a_training_step():
+    """bench/step_profile.py: every layer (the shared trunk once), the heads joined as a
+    step runs them, the loss, Adam and the whole step, with shares that add up."""
+    result = json_output(
+        bench("step_profile.py", "--preset", "quality-ar", "--batch", "2", "--repeats", "1")
+    )
+    names = [part["part"] for part in result["parts"]]
+    assert len(names) == len(set(names))
+    for name in ("decoder deconv_4", "encoder conv_1_bn", "loss and its gradients"):
+        assert name in names
+    assert any("joined" in name for name in names) and "Adam's update" in names
+    counted = [part for part in result["parts"] if not part.get("alone")]
+    assert sum(part["share"] for part in counted) == pytest.approx(1.0, abs=0.01)
+    assert {part["part"] for part in result["parts"] if part.get("alone")} == {
+        "decoder image",
+        "decoder_scale log_scale_raw",
+    }
+    assert result["step_ms"] > 0 and result["train_mflop_per_image"] > 300
+    assert result["cpu"]["gemm_gflops"] > 0
