@@ -22,6 +22,13 @@ allows, FD of ``--n`` samples and their distance to the nearest training photo (
 a 0..1 scale, ``dogvae.images.nearest_images``, the memorisation check): a sampler
 whose samples sit nearer the training photos than held-out photos do is copying.
 
+A second judge needs no network: the sliced Wasserstein distance (SWD, Karras et al.
+2018) between 7x7 patches of the images' Laplacian pyramids (64, 32 and 16 pixels) and
+those of training photos, each level's patches normalised by their own spread: it
+weighs texture and sharpness scale by scale (blur and grain both move its finest level)
+but not what the picture shows (scrambled patches keep their texture), which is the
+FD's part.
+
 One JSON object on stdout; nothing here is timed.
 """
 
@@ -39,6 +46,12 @@ import common
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 REFERENCE_IMAGES = 5000  # training photos whose features are the reference Gaussian
 PATCH = 8  # side of the squares a scrambled photo is cut into
+# The sliced Wasserstein distance of patches (Karras et al. 2018, Progressive GANs): a
+# second judge that needs no network, of texture and sharpness at each scale.
+SWD_PATCH = 7  # side of a patch
+SWD_PATCHES_PER_IMAGE = 64
+SWD_DIRECTIONS = 512
+SWD_COARSEST = 16  # the pyramid goes down to 16x16
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -262,6 +275,65 @@ def train_features(train, validation, cache: Path, epochs: int) -> tuple[object,
     return features, report
 
 
+def laplacian_levels(images) -> list:
+    """The Laplacian pyramid of uint8 grey images (n, H, W, 1), float32, finest band first,
+    down to 16x16, whose Gaussian level ends the list (as in Karras et al. 2018)."""
+    import cv2
+    import numpy as np
+
+    current = images[..., 0].astype(np.float32) / 255.0
+    levels = []
+    while current.shape[1] > SWD_COARSEST:
+        smaller = np.stack([cv2.pyrDown(image) for image in current])
+        expanded = np.stack(
+            [cv2.pyrUp(image, dstsize=(current.shape[2], current.shape[1])) for image in smaller]
+        )
+        levels.append(current - expanded)
+        current = smaller
+    levels.append(current)
+    return levels
+
+
+def patch_descriptors(images, rng) -> list:
+    """SWD_PATCHES_PER_IMAGE random SWD_PATCH x SWD_PATCH neighbourhoods of every image at
+    every pyramid level, each level's set normalised by its own mean and deviation."""
+    import numpy as np
+
+    descriptors = []
+    for level in laplacian_levels(images):
+        n, height, width = level.shape
+        count = SWD_PATCHES_PER_IMAGE
+        rows = rng.integers(0, height - SWD_PATCH + 1, (n, count))
+        cols = rng.integers(0, width - SWD_PATCH + 1, (n, count))
+        offsets = np.arange(SWD_PATCH)
+        patches = level[
+            np.arange(n)[:, None, None, None],
+            rows[:, :, None, None] + offsets[None, None, :, None],
+            cols[:, :, None, None] + offsets[None, None, None, :],
+        ].reshape(n * count, SWD_PATCH * SWD_PATCH)
+        patches = (patches - patches.mean()) / max(float(patches.std()), 1e-8)
+        descriptors.append(patches)
+    return descriptors
+
+
+def sliced_wasserstein(first: list, second: list, rng) -> dict:
+    """Sliced Wasserstein distance between two images' patch descriptors, level by level
+    (SWD, Karras et al. 2018: random unit directions, sorted projections), x 1000."""
+    import numpy as np
+
+    distances = []
+    for ours, theirs in zip(first, second, strict=True):
+        count = min(len(ours), len(theirs))
+        ours = ours[rng.permutation(len(ours))[:count]]
+        theirs = theirs[rng.permutation(len(theirs))[:count]]
+        directions = rng.normal(size=(ours.shape[1], SWD_DIRECTIONS))
+        directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+        projected = np.sort(ours @ directions, axis=0), np.sort(theirs @ directions, axis=0)
+        distances.append(float(np.mean(np.abs(projected[0] - projected[1]))) * 1000)
+    levels = [round(distance, 2) for distance in distances]
+    return {"swd": round(float(np.mean(distances)), 2), "swd_levels": levels}
+
+
 def blurred(images, sigma: float):
     import cv2
     import numpy as np
@@ -321,13 +393,18 @@ def main(argv=None) -> int:
         return features.predict(pixels, batch_size=256, verbose=0)
 
     rng = np.random.default_rng(args.seed)
-    reference = embed(train[rng.permutation(len(train))[:REFERENCE_IMAGES]])
+    reference_photos = train[rng.permutation(len(train))[:REFERENCE_IMAGES]]
+    reference = embed(reference_photos)
     held_out = validation[: args.n]
+    reference_patches = patch_descriptors(reference_photos[: args.n], np.random.default_rng(1))
 
     def judged(batch) -> dict:
         _, distances = image_tools.nearest_images(batch, train)
+        pixels = image_tools.to_uint8(np.asarray(batch))
+        patches = patch_descriptors(pixels, np.random.default_rng(2))
         return {
             "fd": round(frechet_distance(embed(batch), reference), 3),
+            **sliced_wasserstein(patches, reference_patches, np.random.default_rng(3)),
             "nearest_train_rms_median": round(float(np.median(distances)), 4),
             "nearest_train_rms_mean": round(float(np.mean(distances)), 4),
         }
@@ -350,6 +427,15 @@ def main(argv=None) -> int:
         "real < scrambled / 10": real < fd["scrambled 8x8 patches (not a dog)"] / 10,
         "real < noisy": real < fd["noise, sigma 8 levels"],
     }
+    swd = {name: figures["swd"] for name, figures in calibration.items()}
+    checks.update(
+        {
+            "SWD: real < blurred 1 px < blurred 2 px": swd["real validation photos"]
+            < swd["blurred, sigma 1 px"]
+            < swd["blurred, sigma 2 px"],
+            "SWD: real < noisy": swd["real validation photos"] < swd["noise, sigma 8 levels"],
+        }
+    )
     calibration_verdict = {"checks": checks, "passed": all(checks.values())}
     temperatures = [float(value) for value in args.pixel_temperatures.split(",") if value]
     results = []
