@@ -297,6 +297,8 @@ def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
         "blurred 1 px < scrambled",
         "real < scrambled / 10",
         "real < noisy",
+        "SWD: real < blurred 1 px < blurred 2 px",
+        "SWD: real < noisy",
     }
     assert verdict["passed"] == all(verdict["checks"].values())
     calibration = result["calibration"]
@@ -312,6 +314,9 @@ def test_sample_quality_bench_calibrates_and_judges_every_sampler(tmp_path):
         "prior",
     }
     assert all(row[name]["nearest_train_rms_median"] > 0 for name in ("near", "prior"))
+    assert all(
+        row[name]["swd"] > 0 and len(row[name]["swd_levels"]) == 3 for name in row if name != "run"
+    )
     again = json_output(bench("sample_quality.py", *args, "--cache", str(cache), wait_option=False))
     assert again["feature_network"]["trained"] is False  # the cached weights
     assert again["runs"] == result["runs"]
