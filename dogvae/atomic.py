@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -98,8 +99,14 @@ def temporary_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# Seconds a writer waits for the runs folder's lock before it goes on without it: the
+# lock guards a rare race and must never stop a save (the holders keep it for well under
+# a second: one checkpoint write, or one run's renames).
+LOCK_WAIT_SECONDS = 30.0
+
+
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, wait: float = LOCK_WAIT_SECONDS) -> Iterator[bool]:
     """Hold an exclusive lock on ``folder`` (flock on the folder itself) for the body.
 
     Writers that put things into the folders inside ``folder`` (a training's
@@ -107,21 +114,32 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     between another's: two trainings saving under one name, in two threads or two
     servers, would otherwise write a checkpoint into a folder the other is swapping
     out. The lock goes with the open descriptor, so it is released when the body
-    ends or the process dies. Where folders cannot be locked, the body runs unlocked.
+    ends or the process dies. After ``wait`` seconds without it, or where folders
+    cannot be locked, the body runs unlocked (as before there was a lock). Yields
+    whether the lock is held.
     """
     try:
+        import fcntl
+
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        yield
+    except (ImportError, OSError):
+        yield False
         return
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        yield
+        deadline = time.monotonic() + wait
+        held = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            except OSError:
+                break
+        yield held
     finally:
         os.close(descriptor)  # releases the lock
 

@@ -314,3 +314,28 @@ def test_a_batch_normalised_decoder_is_saved_with_keras_own_layers_only(tmp_path
     expected = np.asarray(decoder(z))
     for name in ("decoder.h5", "decoder.keras"):
         np.testing.assert_allclose(np.load(run_dir / f"{name}.npy"), expected, atol=1e-6)
+
+
+def test_the_runs_folder_lock_excludes_a_second_holder_but_never_stops_a_save(tmp_path):
+    """atomic.folder_lock: a second holder waits for the first; one that waited too long
+    goes on without the lock (the lock guards a race and must not hang a save)."""
+    import threading
+
+    with atomic.folder_lock(tmp_path) as held:
+        assert held
+        started = time.monotonic()
+        with atomic.folder_lock(tmp_path, wait=0.3) as second:
+            assert not second  # went on without it
+        assert 0.25 < time.monotonic() - started < 5
+        order: list[str] = []
+
+        def later():
+            with atomic.folder_lock(tmp_path) as got:
+                order.append(f"second {got}")
+
+        thread = threading.Thread(target=later)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join(10)
+    assert order == ["first done", "second True"]
